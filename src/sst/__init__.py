@@ -1,0 +1,40 @@
+"""Sparse Spectral Training (SST): memory-efficient pre-training with SVD-parametrised weights.
+
+    import sst
+    model, method = sst.convert(model, sst.SSTConfig(rank=64))
+"""
+
+from sst.config import ConfigError, RunConfig, TrainConfig, load_config
+from sst.methods import (
+    FullConfig,
+    GaLoreConfig,
+    LoRAConfig,
+    LoRALinear,
+    ReLoRAConfig,
+    SSTConfig,
+    TargetError,
+    TrainingMethod,
+    build_method,
+    convert,
+)
+from sst.spectral import SpectralLinear
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "FullConfig",
+    "GaLoreConfig",
+    "LoRAConfig",
+    "LoRALinear",
+    "ReLoRAConfig",
+    "RunConfig",
+    "SSTConfig",
+    "SpectralLinear",
+    "TargetError",
+    "TrainConfig",
+    "TrainingMethod",
+    "build_method",
+    "convert",
+    "load_config",
+]

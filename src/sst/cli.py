@@ -1,0 +1,204 @@
+"""Command line: ``sst train | compare | list | ...`` parse arguments and call library functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from sst.config import ConfigError, list_presets, load_config
+
+
+def _split(text: str | None, cast=str) -> list | None:
+    return [cast(x) for x in text.split(",") if x] if text else None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sst.train.loop import train
+
+    overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
+    config = load_config(args.config, overrides)
+    results = train(config, resume=args.resume)
+    summary = {k: v for k, v in results.items() if not isinstance(v, (list, dict))}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from sst.train.compare import ALL_METHODS, run_comparison
+
+    config = load_config(args.config, list(args.overrides))
+    methods = _split(args.methods) or list(ALL_METHODS)
+    out = args.out or config.out_dir
+    report = run_comparison(config, methods, out, rank=args.rank, seeds=_split(args.seeds, int))
+    print((Path(out) / "report.md").read_text())
+    print(f"wrote {out}/results.json, {out}/report.md, {out}/loss_curves.png")
+    return 0 if report["runs"] else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from sst.methods import METHOD_CONFIGS
+    from sst.tasks import TASK_CONFIGS
+
+    print("presets: " + ", ".join(list_presets()))
+    print("tasks:   " + ", ".join(sorted(TASK_CONFIGS)))
+    print("methods: " + ", ".join(METHOD_CONFIGS))
+    return 0
+
+
+def _ratio_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    bad = [v for v in values if not 0.0 <= v < 1.0]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"prune ratios must lie in [0, 1), got {text!r}")
+    return values
+
+
+def _inference_command(func):
+    """Report bad option combinations (ValueError) as ``sst: error: ...`` with exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        from sst.methods import TargetError
+        from sst.train.checkpoint import CheckpointError
+
+        try:
+            return func(args)
+        except (CheckpointError, TargetError, ConfigError):
+            raise
+        except ValueError as err:
+            print(f"sst: error: {err}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_inference_command
+def cmd_export(args: argparse.Namespace) -> int:
+    from sst.inference.export import export_run
+
+    out = export_run(args.checkpoint, args.out, args.format, ratio=args.ratio, energy=args.energy)
+    print(f"wrote {args.format} export to {out}")
+    return 0
+
+
+@_inference_command
+def cmd_prune(args: argparse.Namespace) -> int:
+    from sst.inference.loading import load_run
+    from sst.inference.pruning import prune_study
+
+    run = load_run(args.checkpoint, args.device)
+    out = Path(args.out) if args.out else run.run_dir / "prune"
+    curve = prune_study(run, out, args.ratios, args.split, args.max_batches)
+    print(f"{'ratio':>6}  {curve['metric']}")
+    for point in curve["points"]:
+        print(f"{point['ratio']:>6.2f}  {point['value']:.4f}")
+    print(f"wrote {out}/prune.json and {out}/prune.png")
+    return 0
+
+
+@_inference_command
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sst.inference.generate import generate_text
+    from sst.inference.loading import load_run
+
+    run = load_run(args.checkpoint, args.device)
+    text = generate_text(run, args.prompt, args.max_new_tokens, args.top_k, args.temperature, args.seed)
+    print(args.prompt + text)
+    return 0
+
+
+@_inference_command
+def cmd_eval(args: argparse.Namespace) -> int:
+    from sst.inference.loading import load_run
+
+    run = load_run(args.checkpoint, args.device)
+    metrics = run.task.evaluate(run.model, args.split, args.max_batches)
+    print(json.dumps({"checkpoint": str(run.checkpoint), **metrics}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sst", description="Sparse Spectral Training")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one run from a YAML config or preset")
+    p.add_argument("config", help="YAML file or preset name (see `sst list`)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 method.rank=16")
+    p.add_argument("--out", help="output directory (same as out_dir=...)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last exactly")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="train several methods on identical data and report")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--methods", help="comma-separated, default full,lora,relora,galore,sst")
+    p.add_argument("--rank", type=int, help="rank for every low-rank method")
+    p.add_argument("--seeds", help="comma-separated seeds (mean and std are reported)")
+    p.add_argument("--out", help="output directory (default: the config's out_dir)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("list", help="list presets, tasks and methods")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("export", help="merge a trained run to a plain (or low-rank / HF) model")
+    p.add_argument("checkpoint", help="run directory (uses best/, else last/) or checkpoint directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--format", choices=["dense", "lowrank", "hf"], default="dense")
+    kept = p.add_mutually_exclusive_group()
+    kept.add_argument("--ratio", type=float, help="prune ratio: drop this share of each layer's singular values")
+    kept.add_argument("--energy", type=float, help="keep the fewest singular values holding this share of sum S^2")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("prune", help="metric against singular-value prune ratio (prune.json, prune.png)")
+    p.add_argument("checkpoint", help="run directory or checkpoint directory")
+    p.add_argument("--ratios", type=_ratio_list, default=[i / 10 for i in range(10)],
+                   help="comma-separated prune ratios in [0, 1) (default 0,0.1,...,0.9)")
+    p.add_argument("--out", help="output directory (default: RUN/prune)")
+    p.add_argument("--split", default="val", help="evaluation split (val or test)")
+    p.add_argument("--max-batches", type=int, default=0, help="evaluation batches per ratio (0: all)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("generate", help="continue a text prompt with a language-model run")
+    p.add_argument("checkpoint", help="run directory or checkpoint directory")
+    p.add_argument("--prompt", default="", help="text to continue (empty: start a new document)")
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--top-k", type=int, default=1, help="sample among the k most likely tokens (1: greedy, 0: all)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="evaluate a run or checkpoint on a split")
+    p.add_argument("checkpoint", help="run directory or checkpoint directory")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--max-batches", type=int, default=0, help="0: the whole split")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sst.methods import TargetError
+    from sst.train.checkpoint import CheckpointError
+    from sst.train.loop import NonFiniteLossError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, TargetError, CheckpointError, NonFiniteLossError, FileNotFoundError) as err:
+        print(f"sst: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

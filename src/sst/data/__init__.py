@@ -1,0 +1,1 @@
+"""Data loading for the tasks (LM corpora, translation pairs, graphs); import submodules."""

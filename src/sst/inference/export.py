@@ -1,0 +1,141 @@
+"""Export a trained run for inference without the training method.
+
+dense: merged weights (W = U diag(S) Vh, W0 + BA, ...) as a safetensors state dict of the plain
+model class the task builds; lowrank: the singular-value-pruned model (LowRankLinear layers) plus
+``lowrank.json`` with each layer's kept rank; hf: ``save_pretrained`` of the merged Hugging Face
+model (and tokenizer), loadable by ``from_pretrained`` without ``sst``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from sst.config import build_config
+from sst.inference.loading import LoadedRun, load_run
+from sst.inference.lowrank import LayerRank, lowrank_model, prune_model
+from sst.inference.merge import merge_model
+from sst.tasks import build_task
+from sst.train.checkpoint import CheckpointError
+
+ExportFormat = Literal["dense", "lowrank", "hf"]
+EXPORT_FORMATS = ("dense", "lowrank", "hf")
+MODEL_FILE, CONFIG_FILE, INFO_FILE, RANKS_FILE, TOKENIZER_FILE = (
+    "model.safetensors", "config.yaml", "export.json", "lowrank.json", "tokenizer.json",
+)
+
+
+def is_hf_model(model: nn.Module) -> bool:
+    return hasattr(model, "save_pretrained") and hasattr(model, "config")
+
+
+def prepare_for_export(
+    run: LoadedRun, format: ExportFormat = "dense", ratio: float | None = None, energy: float | None = None,
+) -> dict[str, LayerRank]:
+    """Turn ``run.model`` in place into what ``format`` stores; -> per-layer ranks (empty: no pruning).
+
+    With ``ratio`` or ``energy`` the singular values are pruned first; the dense and hf formats then
+    store the truncated weights as plain nn.Linear (same function as the low-rank model).
+    """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
+    if format == "hf" and not is_hf_model(run.model):
+        raise ValueError(
+            f"--format hf needs a Hugging Face model (task.model 'hf:...'); "
+            f"{run.checkpoint} holds a {type(run.model).__name__}: use --format dense"
+        )
+    if format == "lowrank" and ratio is None and energy is None:
+        raise ValueError("--format lowrank needs --ratio or --energy (which singular values to keep)")
+    ranks = {}
+    if ratio is not None or energy is not None:
+        cfg = run.config.method
+        ranks = prune_model(run.model, ratio=ratio, energy=energy,
+                            target_modules=cfg.target_modules, exclude_modules=cfg.exclude_modules,
+                            always_factor=False)
+    if format != "lowrank":
+        merge_model(run.model)
+    return ranks
+
+
+def _save_tokenizer(run: LoadedRun, out: Path) -> Path | None:
+    """Copy the task's tokenizer (LM tasks) beside the weights; None when the task has none."""
+    data = getattr(run.task, "data", None)
+    tokenizer = getattr(data, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    tokenizer.save(str(out / TOKENIZER_FILE))
+    return out / TOKENIZER_FILE
+
+
+def _save_hf(run: LoadedRun, out: Path) -> None:
+    run.model.save_pretrained(str(out))
+    data = getattr(run.task, "data", None)
+    tokenizer = getattr(data, "tokenizer", None)
+    if tokenizer is not None:
+        from transformers import PreTrainedTokenizerFast
+
+        from sst.data.tokenizer import EOT
+
+        PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOT, bos_token=EOT).save_pretrained(str(out))
+
+
+def export_run(
+    checkpoint: str | Path, out_dir: str | Path, format: ExportFormat = "dense",
+    ratio: float | None = None, energy: float | None = None,
+) -> Path:
+    """Export a run or checkpoint directory to ``out_dir``; returns ``out_dir``.
+
+    Writes model.safetensors (dense/lowrank) or the HF files (hf), plus config.yaml (the run
+    config), export.json (what was done) and, for lowrank, lowrank.json (per-layer ranks).
+    """
+    run = load_run(checkpoint)
+    ranks = prepare_for_export(run, format, ratio, energy)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = (run.checkpoint / CONFIG_FILE) if (run.checkpoint / CONFIG_FILE).is_file() else run.run_dir / CONFIG_FILE
+    (out / CONFIG_FILE).write_text(run_config.read_text())
+    if format == "hf":
+        _save_hf(run, out)
+    else:
+        save_model(run.model, str(out / MODEL_FILE))
+        _save_tokenizer(run, out)
+    if format == "lowrank":
+        (out / RANKS_FILE).write_text(json.dumps({n: r.as_dict() for n, r in ranks.items()}, indent=2))
+    info = {
+        "format": format,
+        "source": str(run.checkpoint),
+        "task": run.config.task.name,
+        "method": run.config.method.name,
+        "model_class": f"{type(run.model).__module__}.{type(run.model).__qualname__}",
+        "ratio": ratio,
+        "energy": energy,
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "pruned_layers": len(ranks),
+    }
+    (out / INFO_FILE).write_text(json.dumps(info, indent=2))
+    return out
+
+
+def load_exported(export_dir: str | Path) -> nn.Module:
+    """Rebuild a dense or lowrank export: the task's plain model class, weights loaded strictly."""
+    export_dir = Path(export_dir)
+    for needed in (CONFIG_FILE, MODEL_FILE):
+        if not (export_dir / needed).is_file():
+            raise CheckpointError(f"{export_dir / needed}: missing; is {export_dir} a dense or lowrank export?")
+    config = build_config(yaml.safe_load((export_dir / CONFIG_FILE).read_text()))
+    task = build_task(config.task, config.seed, export_dir)
+    model = task.build_model()
+    if (export_dir / RANKS_FILE).is_file():
+        lowrank_model(model, json.loads((export_dir / RANKS_FILE).read_text()))
+    missing, unexpected = load_model(model, str(export_dir / MODEL_FILE), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{export_dir / MODEL_FILE}: does not fit {type(model).__name__}; missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+    return model.eval()

@@ -1,0 +1,86 @@
+"""Load a trained run for inference: config -> task -> model -> the method's surgery -> weights.
+
+A run directory holds ``best/`` and ``last/`` checkpoints (model.safetensors, state.pt,
+config.yaml); inference uses ``best/`` when present. The model is rebuilt exactly as training
+built it, so the saved state dict fits strictly; anything else is a ``CheckpointError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sst.config import ConfigError, RunConfig, build_config
+from sst.methods import TrainingMethod, build_method
+from sst.tasks import Task, build_task
+from sst.train.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointError, load_config_file, load_weights
+
+BEST, LAST = "best", "last"
+
+
+@dataclass
+class LoadedRun:
+    """A checkpoint ready for inference; ``model`` still holds the method's layers (unmerged)."""
+
+    config: RunConfig
+    task: Task
+    model: nn.Module
+    method: TrainingMethod
+    checkpoint: Path  # the checkpoint directory that was read
+    run_dir: Path
+
+
+def _complete(path: Path) -> Path | None:
+    """``path`` if it holds weights, else the ``.old`` copy of an interrupted swap, else None."""
+    for candidate in (path, path.with_name(path.name + ".old")):
+        if (candidate / MODEL_FILE).is_file():
+            return candidate
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory: ``path`` itself, or a run directory's ``best/`` (else ``last/``)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint or run directory")
+    if path.is_file():
+        path = path.parent if path.name == MODEL_FILE else path
+    if (path / MODEL_FILE).is_file():
+        return path
+    for name in (BEST, LAST):
+        found = _complete(path / name)
+        if found is not None:
+            return found
+    raise CheckpointError(
+        f"{path}: neither a checkpoint directory (no {MODEL_FILE}) nor a run directory "
+        f"(no {BEST}/ or {LAST}/ checkpoint inside)"
+    )
+
+
+def read_run_config(checkpoint: Path) -> tuple[RunConfig, dict]:
+    """The validated RunConfig (and its plain dict) saved with ``checkpoint`` (or its run dir)."""
+    source = checkpoint if (checkpoint / CONFIG_FILE).is_file() else checkpoint.parent
+    data = load_config_file(source)
+    try:
+        return build_config(data), data
+    except ConfigError as err:
+        raise CheckpointError(f"{source / CONFIG_FILE}: not a valid run config for this version of sst ({err})") from err
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the model of a run (or checkpoint) directory and load its weights strictly."""
+    checkpoint = resolve_checkpoint(path)
+    config, _ = read_run_config(checkpoint)
+    run_dir = checkpoint.parent
+    with torch.random.fork_rng(devices=[]):  # rebuild as training did, leaving the caller's RNG alone
+        torch.manual_seed(config.seed)
+        task = build_task(config.task, config.seed, run_dir)
+        model = task.build_model()
+        method = build_method(config.method, config.seed)
+        model = method.prepare_model(model)
+    load_weights(checkpoint, model)
+    model.to(device).eval()
+    return LoadedRun(config, task, model, method, checkpoint, run_dir)

@@ -1,0 +1,49 @@
+"""Training methods behind one interface: full, lora, relora (ReLoRA*), galore, sst."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from sst.methods.base import MethodConfig, TrainingMethod
+from sst.methods.full import FullConfig, FullMethod
+from sst.methods.galore import GaLoreConfig, GaLoreMethod
+from sst.methods.lora import LoRAConfig, LoRALinear, LoRAMethod
+from sst.methods.relora import ReLoRAConfig, ReLoRAMethod
+from sst.methods.sst import SSTConfig, SSTMethod
+from sst.methods.surgery import TargetError
+
+METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
+    "full": FullConfig,
+    "lora": LoRAConfig,
+    "relora": ReLoRAConfig,
+    "galore": GaLoreConfig,
+    "sst": SSTConfig,
+}
+METHOD_CLASSES: dict[str, type[TrainingMethod]] = {
+    "full": FullMethod,
+    "lora": LoRAMethod,
+    "relora": ReLoRAMethod,
+    "galore": GaLoreMethod,
+    "sst": SSTMethod,
+}
+
+
+def build_method(config: MethodConfig, seed: int = 0) -> TrainingMethod:
+    """The method object for ``config`` (its ``name`` picks the class); ``seed`` seeds its sampler."""
+    if not isinstance(config, MethodConfig):
+        raise TypeError(f"expected a method config such as SSTConfig(rank=...), got {type(config).__name__}")
+    if config.name not in METHOD_CLASSES:
+        raise ValueError(f"unknown method {config.name!r}; choose from {sorted(METHOD_CLASSES)}")
+    return METHOD_CLASSES[config.name](config, seed)
+
+
+def convert(model: nn.Module, config: MethodConfig, seed: int = 0) -> tuple[nn.Module, TrainingMethod]:
+    """One call: build the method, apply its surgery to ``model`` in place -> (model, method)."""
+    method = build_method(config, seed)
+    return method.prepare_model(model), method
+
+
+__all__ = [
+    "METHOD_CLASSES", "METHOD_CONFIGS", "FullConfig", "GaLoreConfig", "LoRAConfig", "LoRALinear",
+    "MethodConfig", "ReLoRAConfig", "SSTConfig", "TargetError", "TrainingMethod", "build_method", "convert",
+]

@@ -1,0 +1,99 @@
+"""The training-method interface: how full-rank, LoRA, ReLoRA*, GaLore and SST plug into one loop.
+
+A method prepares the model (module surgery), names its parameter groups and optimizer, acts after
+each optimizer step (re-sampling, merging, re-SVD, moment resets) and scales the LR
+(``lr_multiplier``, the per-iteration re-warm-up). Its own state is tensors and plain values only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sst.config import ConfigError
+from sst.methods.surgery import DEFAULT_EXCLUDE
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method shares: which layers it targets (name patterns or "all-linear")."""
+
+    name: str = ""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    exclude_modules: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
+
+    def __post_init__(self):
+        if not self.target_modules:
+            raise ConfigError("method.target_modules: must name at least one pattern or 'all-linear'")
+
+    def _check_positive(self, **values: int | float) -> None:
+        for key, value in values.items():
+            if value <= 0:
+                raise ConfigError(f"method.{key}: must be positive, got {value!r}")
+
+
+
+class TrainingMethod:
+    """Default behaviour (full-rank AdamW); subclasses override the hooks they need."""
+
+    def __init__(self, config: MethodConfig, seed: int = 0):
+        self.config = config
+        self.generator = torch.Generator().manual_seed(int(seed) + 7919)
+        self.svd_seconds = 0.0
+
+    # -- model ---------------------------------------------------------------------------------
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Replace target layers in place (nothing for full-rank); returns ``model``."""
+        return model
+
+    # -- optimizer -----------------------------------------------------------------------------
+    def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
+        """Trainable parameters split into decayed (matrices) and non-decayed (vectors) groups."""
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def build_optimizer(
+        self, model: nn.Module, lr: float, weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    ) -> torch.optim.Optimizer:
+        groups = [g for g in self.param_groups(model, weight_decay) if g["params"]]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+    # -- per-step events -----------------------------------------------------------------------
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> dict:
+        """Called once per optimizer step (never per micro-step); ``step`` counts completed steps."""
+        return {}
+
+    def lr_multiplier(self, step: int) -> float:
+        """Factor on the global schedule for the update after ``step`` completed steps."""
+        return 1.0
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "svd_seconds": self.svd_seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.svd_seconds = float(state.get("svd_seconds", 0.0))
+
+
+def restart_warmup(step: int, every: int, warmup: int) -> float:
+    """Linear re-warm-up over the first ``warmup`` steps of every interval after the first."""
+    if warmup <= 0 or step < every:
+        return 1.0
+    return min(1.0, ((step % every) + 1) / warmup)
+
+
+def broadcast_tensors(tensors: list[torch.Tensor]) -> None:
+    """In a distributed run, copy rank 0's values into every rank (no-op otherwise)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for t in tensors:
+            torch.distributed.broadcast(t.data, src=0)

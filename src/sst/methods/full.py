@@ -1,0 +1,16 @@
+"""Full-rank training: AdamW on every dense weight (the quality ceiling and memory reference)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sst.methods.base import MethodConfig, TrainingMethod
+
+
+@dataclass
+class FullConfig(MethodConfig):
+    name: str = "full"
+
+
+class FullMethod(TrainingMethod):
+    """No surgery, no events: the base behaviour."""

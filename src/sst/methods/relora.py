@@ -1,0 +1,69 @@
+"""ReLoRA*: LoRA whose factors are merged into W0 and restarted every ``reset_every`` steps.
+
+At a restart W0 <- W0 + (alpha / r) B A, A <- Kaiming, B <- 0 (function unchanged), the Adam
+moments of A and B are zeroed and the LR re-warms. ``warm_start_steps`` > 0 trains W0 at full
+rank first (original ReLoRA); the default 0 is the paper's ReLoRA*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sst.config import ConfigError
+from sst.methods.base import restart_warmup
+from sst.methods.lora import LoRAConfig, LoRALinear, LoRAMethod
+from sst.optim.moments import reset_state
+
+
+@dataclass
+class ReLoRAConfig(LoRAConfig):
+    name: str = "relora"
+    reset_every: int = 200
+    restart_warmup_steps: int = 10
+    warm_start_steps: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._check_positive(reset_every=self.reset_every)
+        if self.restart_warmup_steps < 0 or self.warm_start_steps < 0:
+            raise ConfigError("method.restart_warmup_steps and method.warm_start_steps must be >= 0")
+
+
+class ReLoRAMethod(LoRAMethod):
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        super().prepare_model(model)
+        if self.config.warm_start_steps > 0:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                raise ConfigError(
+                    "method.warm_start_steps > 0 switches W0 from trainable to frozen mid-run, "
+                    "which DDP cannot follow; use 0 (ReLoRA*) for distributed runs"
+                )
+            for layer in self._layers(model):
+                layer.weight.requires_grad_(True)
+        return model
+
+    @staticmethod
+    def _layers(model: nn.Module) -> list[LoRALinear]:
+        return [m for m in model.modules() if isinstance(m, LoRALinear)]
+
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> dict:
+        cfg = self.config
+        layers = self._layers(model)
+        if cfg.warm_start_steps and step == cfg.warm_start_steps:
+            for layer in layers:  # end of the full-rank warm start: W0 freezes for good
+                layer.weight.requires_grad_(False)
+                layer.weight.grad = None
+                optimizer.state.pop(layer.weight, None)
+        if step % cfg.reset_every != 0:
+            return {}
+        for layer in layers:
+            layer.merge_()
+            layer.reset_factors_(self.generator)
+        reset_state(optimizer, [p for layer in layers for p in (layer.lora_A, layer.lora_B)])
+        return {"relora_merges": len(layers)}
+
+    def lr_multiplier(self, step: int) -> float:
+        return restart_warmup(step, self.config.reset_every, self.config.restart_warmup_steps)

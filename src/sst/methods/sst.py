@@ -1,0 +1,99 @@
+"""Sparse Spectral Training: every target layer in SVD form, all S and r sampled vectors train.
+
+Every ``resample_every`` steps (an iteration) each layer writes its active vectors back, samples
+r new ones, and the optimizer moments of the active tensors (and of S, by default) are zeroed; the
+LR re-warms over ``restart_warmup_steps``. After ``round_every`` iterations (default ceil(k / r))
+a layer is re-orthogonalised by an SVD of U diag(S) Vh. See SST-SPEC sections 2-4.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from sst.config import ConfigError
+from sst.methods.base import MethodConfig, TrainingMethod, broadcast_tensors, restart_warmup
+from sst.methods.surgery import check_rank, find_targets, replace_modules
+from sst.optim.moments import reset_state
+from sst.spectral.functional import SamplingMode
+from sst.spectral.linear import SpectralLinear
+
+
+@dataclass
+class SSTConfig(MethodConfig):
+    name: str = "sst"
+    rank: int = 8
+    resample_every: int = 200  # T3: optimizer steps per iteration
+    round_every: int = 0  # T2: iterations per round; 0 = ceil(k / rank) per layer
+    sampling: SamplingMode = "multinomial"
+    enhanced_gradient: bool = True
+    normalize_vectors: bool = True
+    reset_singular_value_state: bool = True
+    restart_warmup_steps: int = 10
+    svd_dtype: Literal["float32", "float64"] = "float32"
+    eps: float = 1e-8
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._check_positive(rank=self.rank, resample_every=self.resample_every)
+        if self.round_every < 0 or self.restart_warmup_steps < 0:
+            raise ConfigError("method.round_every and method.restart_warmup_steps must be >= 0")
+
+
+class SSTMethod(TrainingMethod):
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        cfg = self.config
+        targets = find_targets(model, cfg.target_modules, cfg.exclude_modules)
+        check_rank(targets, cfg.rank)
+        start = time.perf_counter()
+        replace_modules(model, targets, lambda _, lin: SpectralLinear.from_dense(
+            lin, cfg.rank, cfg.sampling, self.generator, getattr(torch, cfg.svd_dtype),
+            enhanced_gradient=cfg.enhanced_gradient, eps=cfg.eps,
+        ))
+        self.svd_seconds += time.perf_counter() - start
+        return model
+
+    @staticmethod
+    def layers(model: nn.Module) -> list[SpectralLinear]:
+        return [m for m in model.modules() if isinstance(m, SpectralLinear)]
+
+    def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
+        # Spectral factors are unit vectors and a spectrum: decoupled weight decay on them would
+        # only fight the renormalisation, so they join the no-decay group.
+        spectral = {id(p) for layer in self.layers(model) for p in (layer.U_active, layer.Vh_active)}
+        groups = super().param_groups(model, weight_decay)
+        moved = [p for p in groups[0]["params"] if id(p) in spectral]
+        groups[0]["params"] = [p for p in groups[0]["params"] if id(p) not in spectral]
+        groups[1]["params"] = groups[1]["params"] + moved
+        return groups
+
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> dict:
+        cfg = self.config
+        layers = self.layers(model)
+        for layer in layers:
+            layer.project_(cfg.normalize_vectors)
+        if step % cfg.resample_every != 0:
+            return {}
+        start = time.perf_counter()
+        resvd = 0
+        for layer in layers:
+            per_round = cfg.round_every or math.ceil(layer.k / layer.rank)
+            if int(layer.iteration) >= per_round:
+                layer.resvd_(getattr(torch, cfg.svd_dtype))
+                broadcast_tensors([layer.U_active, layer.Vh_active, layer.S, layer.U_frozen, layer.Vh_frozen])
+                resvd += 1
+            layer.sample_(cfg.sampling, self.generator)
+        self.svd_seconds += time.perf_counter() - start
+        reset = [p for layer in layers for p in (layer.U_active, layer.Vh_active)]
+        if cfg.reset_singular_value_state:
+            reset += [layer.S for layer in layers]
+        reset_state(optimizer, reset)
+        return {"resampled": len(layers), "resvd": resvd}
+
+    def lr_multiplier(self, step: int) -> float:
+        return restart_warmup(step, self.config.resample_every, self.config.restart_warmup_steps)

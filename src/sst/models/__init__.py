@@ -1,0 +1,1 @@
+"""Single-device model definitions (no training-method code); import submodules directly."""

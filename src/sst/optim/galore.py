@@ -1,0 +1,93 @@
+"""GaLore: Adam in a low-rank projection of each target matrix's gradient.
+
+For G (m, n) the projector P holds the top-r singular vectors of G on its smaller side:
+right (P (n, r), low = G P) when m >= n, left (P (m, r), low = P^T G) otherwise. Adam's moments
+live in the (m, r) or (r, n) space; the update is projected back and multiplied by ``scale``.
+P is recomputed every ``proj_update_every`` steps; the moments are kept across updates.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def galore_projector(grad: torch.Tensor, rank: int) -> torch.Tensor:
+    """Top-``rank`` singular vectors of grad (m, n) on its smaller side -> P (min-side, rank)."""
+    U, _, Vh = torch.linalg.svd(grad.detach().float(), full_matrices=False)
+    m, n = grad.shape
+    return Vh[:rank].T.contiguous() if m >= n else U[:, :rank].contiguous()
+
+
+def project(grad: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """G (m, n) -> low-rank G P (m, r) if m >= n else P^T G (r, n)."""
+    m, n = grad.shape
+    return grad @ P if m >= n else P.T @ grad
+
+
+def project_back(low: torch.Tensor, P: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse map of ``project``: (m, r) -> (m, n) or (r, n) -> (m, n)."""
+    m, n = shape
+    return low @ P.T if m >= n else P @ low
+
+
+class GaLoreAdamW(torch.optim.Optimizer):
+    """AdamW where parameter groups with ``rank`` set are trained in GaLore's projected space.
+
+    Group options: ``rank`` (None: plain AdamW for that group), ``proj_update_every``, ``scale``.
+    State per projected parameter: ``step``, ``exp_avg``/``exp_avg_sq`` of the projected shape,
+    ``projector`` (min-side, rank); all tensors, so the state saves with weights_only loading.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        rank: int | None = None,
+        proj_update_every: int = 200,
+        scale: float = 0.25,
+    ):
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+            rank=rank, proj_update_every=proj_update_every, scale=scale,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.float()
+                state = self.state[p]
+                projected = group["rank"] is not None and p.ndim == 2
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                if projected:
+                    if "projector" not in state or int(state["step"]) % group["proj_update_every"] == 0:
+                        state["projector"] = galore_projector(grad, group["rank"])
+                    grad = project(grad, state["projector"])
+                if "exp_avg" not in state:
+                    state["exp_avg"] = torch.zeros_like(grad)
+                    state["exp_avg_sq"] = torch.zeros_like(grad)
+                state["step"] += 1
+                t = float(state["step"])
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(group["eps"])
+                update = (exp_avg / (1 - beta1**t)) / denom
+                if projected:
+                    update = group["scale"] * project_back(update, state["projector"], p.shape)
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update.to(p.dtype), alpha=-group["lr"])
+        return loss

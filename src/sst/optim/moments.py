@@ -1,0 +1,37 @@
+"""Optimizer-state surgery: zero the moments of re-initialised tensors.
+
+After SST re-samples vectors or ReLoRA restarts its factors, the Adam moments of those tensors
+describe directions that no longer exist; zeroing them (and the per-tensor step count, so bias
+correction restarts) gives the new vectors a fresh optimizer, and the LR re-warm-up covers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+
+@torch.no_grad()
+def reset_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]) -> int:
+    """Zero every tensor in the optimizer state of ``params``; returns how many tensors were reset."""
+    count = 0
+    for p in params:
+        state = optimizer.state.get(p)
+        if not state:
+            continue
+        for value in state.values():
+            if isinstance(value, torch.Tensor):
+                value.zero_()
+                count += 1
+    return count
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held by tensors in the optimizer state (moments, projections, step counters)."""
+    total = 0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor):
+                total += value.numel() * value.element_size()
+    return total

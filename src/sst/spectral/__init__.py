@@ -1,0 +1,23 @@
+"""The SVD-parametrised layer and its pure functions (torch only)."""
+
+from sst.spectral.functional import (
+    SAMPLING_MODES,
+    SamplingMode,
+    compose,
+    sample_indices,
+    sampling_probabilities,
+    spectral_linear,
+    svd_factors,
+)
+from sst.spectral.linear import SpectralLinear
+
+__all__ = [
+    "SAMPLING_MODES",
+    "SamplingMode",
+    "SpectralLinear",
+    "compose",
+    "sample_indices",
+    "sampling_probabilities",
+    "spectral_linear",
+    "svd_factors",
+]

@@ -1,0 +1,116 @@
+"""Pure functions of the spectral parametrisation W = U diag(S) Vh (torch only).
+
+svd_factors takes the thin SVD in float32/float64 whatever the storage dtype; sampling_probabilities
+and sample_indices choose which r singular vectors train during an iteration (SST-SPEC section 4).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+SamplingMode = Literal["multinomial", "proportional", "uniform", "sequential", "top"]
+SAMPLING_MODES: tuple[str, ...] = ("multinomial", "proportional", "uniform", "sequential", "top")
+
+
+def svd_factors(
+    weight: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of ``weight`` (out, in) -> U (out, k), S (k,), Vh (k, in), k = min(out, in).
+
+    Computed in ``dtype`` (float32 or float64: low-precision SVD loses orthogonality), or in
+    float64 when the weight already is; S is non-negative and sorted in descending order.
+    """
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"SVD dtype must be float32 or float64, got {dtype}")
+    dtype = torch.promote_types(dtype, weight.dtype)
+    U, S, Vh = torch.linalg.svd(weight.detach().to(dtype), full_matrices=False)
+    return U, S, Vh
+
+
+def compose(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+    """U (out, k), S (k,), Vh (k, in) -> W = U diag(S) Vh (out, in)."""
+    return (U * S.unsqueeze(0)) @ Vh
+
+
+def spectral_linear(
+    x: torch.Tensor,
+    U: torch.Tensor,
+    S: torch.Tensor,
+    Vh: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y = x (U diag(S) Vh)^T + b for x (..., in) -> y (..., out).
+
+    The weight is composed first: that costs out*in*k once per call, far less than the
+    tokens*out*in of the product when the batch holds more tokens than k.
+    """
+    return torch.nn.functional.linear(x, compose(U, S, Vh), bias)
+
+
+def sampling_probabilities(S: torch.Tensor, mode: SamplingMode) -> torch.Tensor:
+    """Probability of activating each singular vector, S (k,) -> p (k,), summing to 1.
+
+    multinomial: p_i = (1/k + S_i / sum S) / 2 (favours large values, keeps a uniform floor);
+    proportional: p_i = S_i / sum S; uniform: p_i = 1/k. A zero spectrum falls back to uniform.
+    """
+    k = S.numel()
+    S = S.detach().double().clamp(min=0)
+    uniform = torch.full_like(S, 1.0 / k)
+    total = S.sum()
+    if mode == "uniform" or total <= 0:
+        return uniform
+    if mode == "multinomial":
+        return 0.5 * (uniform + S / total)
+    if mode == "proportional":
+        return S / total
+    raise ValueError(f"sampling mode {mode!r} has no probabilities; choose from {SAMPLING_MODES}")
+
+
+def sample_indices(
+    S: torch.Tensor,
+    rank: int,
+    mode: SamplingMode,
+    generator: torch.Generator | None = None,
+    iteration: int = 0,
+) -> torch.Tensor:
+    """Choose ``rank`` distinct indices of S (k,) to train next -> LongTensor (rank,), sorted.
+
+    ``sequential`` walks cyclic blocks of ``rank`` in descending-S order (``iteration`` is the
+    block number within the round); ``top`` always takes the ``rank`` largest values.
+    """
+    k = S.numel()
+    if not 0 < rank <= k:
+        raise ValueError(f"rank must be in [1, {k}], got {rank}")
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"unknown sampling mode {mode!r}; choose from {SAMPLING_MODES}")
+    S_cpu = S.detach().float().cpu()
+    if mode == "top":
+        idx = torch.topk(S_cpu, rank).indices
+    elif mode == "sequential":
+        order = torch.argsort(S_cpu, descending=True, stable=True)
+        idx = order[(iteration * rank + torch.arange(rank)) % k]
+    else:
+        p = sampling_probabilities(S_cpu, mode)
+        positive = int((p > 0).sum())
+        if positive < rank:
+            # proportional sampling with fewer than r non-zero values: add a tiny uniform floor
+            # so that r distinct indices exist at all.
+            p = p + 1e-12
+        idx = torch.multinomial(p, rank, replacement=False, generator=generator)
+    return torch.sort(idx).values.to(S.device)
+
+
+def complement(indices: torch.Tensor, k: int) -> torch.Tensor:
+    """Sorted indices of range(k) not in ``indices`` -> LongTensor (k - len(indices),)."""
+    mask = torch.ones(k, dtype=torch.bool, device=indices.device)
+    mask[indices] = False
+    return torch.nonzero(mask, as_tuple=False).flatten()
+
+
+def orthonormality_error(Q: torch.Tensor, columns: bool = True) -> float:
+    """max |Q^T Q - I| (columns) or |Q Q^T - I| (rows); 0 for an orthonormal set."""
+    G = Q.T @ Q if columns else Q @ Q.T
+    eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+    return float((G - eye).abs().max())

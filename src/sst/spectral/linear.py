@@ -1,0 +1,226 @@
+"""SpectralLinear: a linear layer kept in SVD form, y = x (U diag(S) Vh)^T + b.
+
+U (out, k) and Vh (k, in) are stored as an active part (r columns / rows: the only trainable
+vectors) and a frozen part (k - r, buffers). S (k,) is trained in full. ``perm`` records which
+canonical index sits in each stored slot, so re-sampling copies values between fixed tensors:
+no Parameter is ever created or toggled after construction (DDP/FSDP, compile, exact resume).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sst.spectral.functional import (
+    SamplingMode,
+    compose,
+    complement,
+    sample_indices,
+    svd_factors,
+)
+
+
+class SpectralLinear(nn.Module):
+    """Drop-in replacement for ``nn.Linear(in_features, out_features)`` with rank-r trainable vectors.
+
+    Parameters: ``U_active`` (out, r), ``Vh_active`` (r, in), ``S`` (k,), ``bias`` (out,) or None.
+    Buffers: ``U_frozen`` (out, k - r), ``Vh_frozen`` (k - r, in), ``active_idx`` (r,),
+    ``frozen_idx`` (k - r,) canonical indices, and ``iteration`` (iterations since the last re-SVD).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        use_bias: bool = True,
+        enhanced_gradient: bool = True,
+        eps: float = 1e-8,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__()
+        k = min(in_features, out_features)
+        if not isinstance(rank, int) or not 0 < rank <= k:
+            raise ValueError(
+                f"rank must be an integer in [1, min(in, out) = {k}] for a "
+                f"{out_features}x{in_features} layer, got {rank!r}"
+            )
+        self.in_features, self.out_features, self.rank, self.k = in_features, out_features, rank, k
+        self.enhanced_gradient = enhanced_gradient
+        self.eps = eps
+        kw = {"device": device, "dtype": dtype}
+        self.U_active = nn.Parameter(torch.empty(out_features, rank, **kw))
+        self.Vh_active = nn.Parameter(torch.empty(rank, in_features, **kw))
+        self.S = nn.Parameter(torch.empty(k, **kw))
+        self.bias = nn.Parameter(torch.zeros(out_features, **kw)) if use_bias else None
+        self.register_buffer("U_frozen", torch.empty(out_features, k - rank, **kw))
+        self.register_buffer("Vh_frozen", torch.empty(k - rank, in_features, **kw))
+        long = {"device": device, "dtype": torch.long}
+        self.register_buffer("active_idx", torch.arange(rank, **long))
+        self.register_buffer("frozen_idx", torch.arange(rank, k, **long))
+        self.register_buffer("iteration", torch.zeros((), **long))
+
+    # ---------------------------------------------------------------- construction and export
+
+    @classmethod
+    def from_dense(
+        cls,
+        linear: nn.Linear,
+        rank: int,
+        sampling: SamplingMode = "multinomial",
+        generator: torch.Generator | None = None,
+        svd_dtype: torch.dtype = torch.float32,
+        **kwargs,
+    ) -> "SpectralLinear":
+        """Factor ``linear.weight`` (out, in) by SVD; the new layer computes the same function."""
+        weight = linear.weight
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            rank,
+            use_bias=linear.bias is not None,
+            device=weight.device,
+            dtype=weight.dtype,
+            **kwargs,
+        )
+        if weight.is_meta:
+            return layer
+        U, S, Vh = svd_factors(weight, svd_dtype)
+        layer.load_factors_(U, S, Vh)
+        if linear.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(linear.bias)
+        layer.sample_(sampling, generator)
+        return layer
+
+    def to_dense(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with W = U diag(S) Vh (exact up to rounding)."""
+        dense = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.S.device,
+            dtype=self.S.dtype,
+        )
+        with torch.no_grad():
+            dense.weight.copy_(self.weight())
+            if self.bias is not None:
+                dense.bias.copy_(self.bias)
+        return dense
+
+    # ---------------------------------------------------------------- views of the factors
+
+    @property
+    def perm(self) -> torch.Tensor:
+        """Canonical index of each stored slot: [active_idx, frozen_idx] -> (k,)."""
+        return torch.cat([self.active_idx, self.frozen_idx])
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detached U (out, k), S (k,), Vh (k, in) in canonical order."""
+        U = torch.empty(self.out_features, self.k, dtype=self.S.dtype, device=self.S.device)
+        Vh = torch.empty(self.k, self.in_features, dtype=self.S.dtype, device=self.S.device)
+        with torch.no_grad():
+            U[:, self.active_idx] = self.U_active
+            U[:, self.frozen_idx] = self.U_frozen
+            Vh[self.active_idx] = self.Vh_active
+            Vh[self.frozen_idx] = self.Vh_frozen
+        return U, self.S.detach().clone(), Vh
+
+    def weight(self) -> torch.Tensor:
+        """The dense weight (out, in), differentiable w.r.t. U_active, Vh_active and S."""
+        U_active, Vh_active = self.U_active, self.Vh_active
+        if self.enhanced_gradient and torch.is_grad_enabled():
+            # Default gradients of vector i carry a factor S_i; dividing it out lets vectors
+            # with small singular values move as fast as the others (the enhanced gradient).
+            inv = 1.0 / (self.S.detach()[self.active_idx].abs() + self.eps)
+            U_active = scale_grad(U_active, inv.unsqueeze(0))
+            Vh_active = scale_grad(Vh_active, inv.unsqueeze(1))
+        U = torch.cat([U_active, self.U_frozen], dim=1)
+        Vh = torch.cat([Vh_active, self.Vh_frozen], dim=0)
+        return compose(U, self.S[self.perm], Vh)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in) -> (..., out)."""
+        return nn.functional.linear(x, self.weight(), self.bias)
+
+    def trainable_count(self) -> int:
+        """r (out + in) + k (+ out for the bias): the spec's per-layer trainable size."""
+        bias = self.out_features if self.bias is not None else 0
+        return self.rank * (self.out_features + self.in_features) + self.k + bias
+
+    # ---------------------------------------------------------------- structural events
+
+    @torch.no_grad()
+    def load_factors_(self, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> None:
+        """Store canonical factors U (out, k), S (k,), Vh (k, in), keeping the active index set."""
+        self.S.copy_(S)
+        self.U_active.copy_(U[:, self.active_idx])
+        self.U_frozen.copy_(U[:, self.frozen_idx])
+        self.Vh_active.copy_(Vh[self.active_idx])
+        self.Vh_frozen.copy_(Vh[self.frozen_idx])
+
+    @torch.no_grad()
+    def set_active_(self, indices: torch.Tensor) -> None:
+        """Make canonical ``indices`` (r,) the trainable vectors; the function is unchanged."""
+        indices = torch.as_tensor(indices, dtype=torch.long, device=self.S.device)
+        if indices.numel() != self.rank or torch.unique(indices).numel() != self.rank:
+            raise ValueError(f"need {self.rank} distinct indices, got {indices.tolist()}")
+        if int(indices.min()) < 0 or int(indices.max()) >= self.k:
+            raise ValueError(f"indices must lie in [0, {self.k}), got {indices.tolist()}")
+        U, _, Vh = self.factors()
+        self.active_idx.copy_(torch.sort(indices).values)
+        self.frozen_idx.copy_(complement(self.active_idx, self.k))
+        self.load_factors_(U, self.S, Vh)
+
+    def sample_(
+        self, mode: SamplingMode = "multinomial", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw a new active set (see ``sample_indices``), advance ``iteration``; -> indices (r,)."""
+        idx = sample_indices(self.S, self.rank, mode, generator, int(self.iteration))
+        self.set_active_(idx)
+        with torch.no_grad():
+            self.iteration += 1
+        return idx
+
+    @torch.no_grad()
+    def resvd_(self, svd_dtype: torch.dtype = torch.float32) -> None:
+        """Re-orthogonalise: U, S, Vh <- svd(U diag(S) Vh); the function is unchanged."""
+        U, S, Vh = self.factors()
+        svd_dtype = torch.promote_types(svd_dtype, U.dtype)
+        U2, S2, Vh2 = svd_factors(compose(U.to(svd_dtype), S.to(svd_dtype), Vh.to(svd_dtype)), svd_dtype)
+        self.load_factors_(U2.to(self.S.dtype), S2.to(self.S.dtype), Vh2.to(self.S.dtype))
+        self.iteration.zero_()
+
+    @torch.no_grad()
+    def project_(self, normalize_vectors: bool = True) -> None:
+        """After an optimizer step: S <- max(S, 0); active vectors rescaled to unit norm."""
+        self.S.clamp_(min=0)
+        if normalize_vectors:
+            self.U_active.div_(self.U_active.norm(dim=0, keepdim=True).clamp_min(self.eps))
+            self.Vh_active.div_(self.Vh_active.norm(dim=1, keepdim=True).clamp_min(self.eps))
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"rank={self.rank}, k={self.k}, bias={self.bias is not None}"
+        )
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scale)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (scale,) = ctx.saved_tensors
+        return grad * scale.to(grad.dtype), None
+
+
+def scale_grad(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x unchanged; d(loss)/dx becomes scale * d(loss)/dx (``scale`` broadcasts against x)."""
+    return _ScaleGrad.apply(x, scale)

@@ -1,0 +1,215 @@
+"""Machine translation task: label-smoothed cross entropy for training, loss/perplexity/BLEU to evaluate.
+
+loss = mean over non-pad target tokens of (1 - eps) * -log p(y_t | y_<t, x) + eps * mean_v -log p_v;
+BLEU = sacreBLEU corpus score of detokenized greedy (or beam) outputs against the raw references.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from sst.config import ConfigError
+from sst.data import translation as mt_data
+from sst.models.translation import TranslationConfig, TranslationTransformer, label_smoothed_cross_entropy
+from sst.tasks.base import Task, TaskConfig, move_to
+
+
+@dataclass
+class TranslationTaskConfig(TaskConfig):
+    """Data, model shape and evaluation of a translation run."""
+
+    name: str = "translation"
+    data: Literal["multi30k", "synthetic"] = "multi30k"
+    data_dir: str = ""  # "" = SST_DATA_DIR, ./shared/data or ../shared/data (synthetic: the cache)
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    vocab_size: int = 8000  # joint BPE vocabulary
+    d_model: int = 128
+    n_layers: int = 3  # encoder and decoder each
+    n_heads: int = 4
+    d_ff: int = 0  # 0 = 4 * d_model
+    dropout: float = 0.1
+    share_embeddings: bool = True
+    label_smoothing: float = 0.1
+    max_tokens: int = 4096  # padded tokens per micro-batch
+    max_len: int = 128  # longest sentence in subword tokens, bos/eos included
+    beam_size: int = 1  # 1 = greedy decoding for BLEU
+    length_penalty: float = 1.0
+    eval_bleu: bool = True
+    bleu_max_sentences: int = 0  # 0 = the whole split
+    cache_dir: str = ""  # "" = SST_CACHE_DIR or ~/.cache/sst
+    geometry: Literal["euclidean", "lorentz"] = "euclidean"
+
+    def __post_init__(self) -> None:
+        positive = ("vocab_size", "d_model", "n_layers", "n_heads", "max_tokens", "beam_size")
+        for field in positive:
+            if getattr(self, field) <= 0:
+                raise ConfigError(f"task.{field}: must be positive, got {getattr(self, field)}")
+        for field in ("d_ff", "bleu_max_sentences"):
+            if getattr(self, field) < 0:
+                raise ConfigError(f"task.{field}: must be >= 0, got {getattr(self, field)}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"task.n_heads: {self.n_heads} does not divide task.d_model={self.d_model}")
+        if self.vocab_size < len(mt_data.SPECIAL_TOKENS) + 1:
+            raise ConfigError(f"task.vocab_size: too small, got {self.vocab_size}")
+        for field in ("dropout", "label_smoothing"):
+            if not 0.0 <= getattr(self, field) < 1.0:
+                raise ConfigError(f"task.{field}: must be in [0, 1), got {getattr(self, field)}")
+        if self.max_len < 2:
+            raise ConfigError(f"task.max_len: must be >= 2, got {self.max_len}")
+        if self.max_tokens < self.max_len:
+            raise ConfigError(
+                f"task.max_tokens: must be >= task.max_len={self.max_len} so every sentence fits, "
+                f"got {self.max_tokens}"
+            )
+        if self.src_lang == self.tgt_lang:
+            raise ConfigError(f"task.tgt_lang: equals task.src_lang={self.src_lang!r}")
+
+
+def build_translation_model(cfg: TranslationTaskConfig, vocab_size: int) -> nn.Module:
+    """The encoder-decoder for ``cfg.geometry`` with a ``vocab_size`` vocabulary."""
+    model_cfg = TranslationConfig(
+        vocab_size=vocab_size,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_ff=cfg.d_ff or 4 * cfg.d_model,
+        dropout=cfg.dropout,
+        max_len=cfg.max_len,
+        share_embeddings=cfg.share_embeddings,
+        pad_id=mt_data.PAD_ID,
+        bos_id=mt_data.BOS_ID,
+        eos_id=mt_data.EOS_ID,
+    )
+    if cfg.geometry == "euclidean":
+        return TranslationTransformer(model_cfg)
+    raise ConfigError(
+        f"task.geometry: {cfg.geometry!r} translation models are provided by "
+        "sst.models.hyperbolic_transformer, which is not wired in yet"
+    )
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str], tokenize: str = "13a") -> float:
+    """sacreBLEU corpus score (0-100) of detokenized hypotheses against one reference each."""
+    import sacrebleu
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    return sacrebleu.corpus_bleu(hypotheses, [references], tokenize=tokenize).score
+
+
+class TranslationTask(Task):
+    """Translate ``src_lang`` into ``tgt_lang``; batches are dicts of (B, S)/(B, T) id tensors."""
+
+    selection_metric = "val_bleu"
+    report_metric = "test_bleu"
+    higher_is_better = True
+
+    def __init__(self, config: TranslationTaskConfig, seed: int, run_dir: Path):
+        super().__init__(config, seed, run_dir)
+        cache_dir = Path(config.cache_dir) if config.cache_dir else mt_data.default_cache_dir()
+        if config.data == "synthetic":
+            corpus_dir = mt_data.write_synthetic_corpus(
+                Path(config.data_dir) if config.data_dir else cache_dir / "synthetic",
+                config.src_lang,
+                config.tgt_lang,
+            )
+        else:
+            corpus_dir = mt_data.resolve_corpus_dir(config.data_dir, config.data)
+        self.data = mt_data.load_translation_data(
+            corpus_dir, config.src_lang, config.tgt_lang, config.vocab_size, config.max_len, cache_dir
+        )
+        self.train_split = self.data.splits["train"]
+        self.train_batches = self.train_split.batches(config.max_tokens)
+
+    # -- training ----------------------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        return build_translation_model(self.config, self.data.vocab_size)
+
+    def train_batch(self, index: int) -> dict[str, torch.Tensor]:
+        """{"src" (B, S), "tgt_in" (B, T), "tgt_out" (B, T)}: the batches in a per-epoch order."""
+        n = len(self.train_batches)
+        epoch, position = divmod(index, n)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=generator)
+        return self.train_split.collate(self.train_batches[int(order[position])])
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+        logits = model(batch["src"], batch["tgt_in"])
+        smoothing = self.config.label_smoothing
+        loss = label_smoothed_cross_entropy(logits, batch["tgt_out"], mt_data.PAD_ID, smoothing)
+        return loss, float((batch["tgt_out"] != mt_data.PAD_ID).sum())
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def translate(self, model: nn.Module, sentences_ids: list[list[int]]) -> list[list[int]]:
+        """Source subword ids (no eos) -> generated target ids, in the input order."""
+        device = next(model.parameters()).device
+        lengths = [len(s) + 1 for s in sentences_ids]
+        outputs: list[list[int]] = [[] for _ in sentences_ids]
+        for indices in mt_data.token_batches(lengths, lengths, self.config.max_tokens):
+            src = mt_data.pad([sentences_ids[i] + [mt_data.EOS_ID] for i in indices]).to(device)
+            max_len = min(self.config.max_len, 2 * src.shape[1] + 10)
+            if self.config.beam_size == 1:
+                hyps = model.greedy_decode(src, max_len)
+            else:
+                hyps = model.beam_search(src, self.config.beam_size, max_len, self.config.length_penalty)
+            for i, hyp in zip(indices, hyps):
+                outputs[i] = hyp
+        return outputs
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str = "val", max_batches: int = 0) -> dict[str, float]:
+        """{split_loss (unsmoothed NLL per token), split_ppl, split_bleu}; ``max_batches`` limits
+        the loss batches (a fixed random subset); BLEU uses ``bleu_max_sentences``."""
+        data = self.data.splits[split]
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            batches = data.batches(self.config.max_tokens)
+            order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(0)).tolist()
+            if max_batches > 0:
+                order = order[:max_batches]
+            total, count = 0.0, 0.0
+            for b in order:
+                batch = move_to(data.collate(batches[b]), device)
+                logits = model(batch["src"], batch["tgt_in"])
+                tokens = float((batch["tgt_out"] != mt_data.PAD_ID).sum())
+                nll = label_smoothed_cross_entropy(logits, batch["tgt_out"], mt_data.PAD_ID)
+                total += float(nll) * tokens
+                count += tokens
+            loss = total / max(count, 1.0)
+            metrics = {f"{split}_loss": loss, f"{split}_ppl": math.exp(min(loss, 100.0))}
+            if self.config.eval_bleu:
+                n = self.config.bleu_max_sentences or len(data)
+                hyps = mt_data.decode(self.data.tokenizer, self.translate(model, data.src_ids[:n]))
+                metrics[f"{split}_bleu"] = corpus_bleu(hyps, data.tgt_text[:n])
+        finally:
+            model.train(was_training)
+        return metrics
+
+    def final_metrics(self, model: nn.Module) -> dict[str, float]:
+        return self.evaluate(model, "test")
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "corpus_dir": str(self.data.corpus_dir),
+            "pair": f"{cfg.src_lang}-{cfg.tgt_lang}",
+            "vocab_size": self.data.vocab_size,
+            "sentences": {split: len(s) for split, s in self.data.splits.items()},
+            "train_batches_per_epoch": len(self.train_batches),
+            "train_tokens": sum(len(t) + 1 for t in self.train_split.tgt_ids),
+        }
+
+
+TASK_CONFIGS = {"translation": TranslationTaskConfig}
+TASK_CLASSES = {"translation": TranslationTask}

@@ -1,0 +1,143 @@
+"""Method comparison: train every method on identical data, seed and budget; tabulate and plot.
+
+gap_reduction = (best low-rank baseline - SST) / (best low-rank baseline - full-rank) on the task's
+report metric (signs flipped for higher-is-better metrics), where the low-rank baselines are
+LoRA and ReLoRA*. Results go to results.json, report.md and loss_curves.png in the output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from sst.config import RunConfig, from_dict, to_dict
+from sst.methods import METHOD_CONFIGS
+from sst.train.loop import train
+
+ALL_METHODS = ("full", "lora", "relora", "galore", "sst")
+# The interval that plays SST's "iteration" in each method, so one value sets them all.
+INTERVAL_KEYS = {"sst": "resample_every", "relora": "reset_every", "galore": "proj_update_every"}
+
+
+def method_config(base: Any, name: str, rank: int | None) -> Any:
+    """Config for method ``name`` sharing the base method's targets, rank and restart interval."""
+    if name not in METHOD_CONFIGS:
+        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHOD_CONFIGS)}")
+    cls = METHOD_CONFIGS[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    source = to_dict(base)
+    values = {k: v for k, v in source.items() if k in fields and k != "name"}
+    base_interval = source.get(INTERVAL_KEYS.get(base.name, ""), None)
+    if name in INTERVAL_KEYS and base_interval is not None:
+        values[INTERVAL_KEYS[name]] = base_interval
+    if rank is not None and "rank" in fields:
+        values["rank"] = rank
+    values["name"] = name
+    return from_dict(cls, values, "method")
+
+
+def gap_reduction(scores: dict[str, float], higher_is_better: bool) -> float | None:
+    """(best of LoRA/ReLoRA* - SST) / (best of LoRA/ReLoRA* - full), sign-adjusted; None if undefined."""
+    low = [scores[m] for m in ("lora", "relora") if m in scores]
+    if not low or "full" not in scores or "sst" not in scores:
+        return None
+    sign = -1.0 if higher_is_better else 1.0
+    best_low = min(sign * v for v in low)
+    denom = best_low - sign * scores["full"]
+    if abs(denom) < 1e-12:
+        return None
+    return (best_low - sign * scores["sst"]) / denom
+
+
+def run_comparison(
+    config: RunConfig, methods: list[str], out_dir: str | Path, rank: int | None = None,
+    seeds: list[int] | None = None,
+) -> dict:
+    """Train each method (and seed) into ``out_dir``/<method>[/seed<k>]; write the three reports."""
+    out = Path(out_dir)
+    seeds = seeds or [config.seed]
+    runs = []
+    for name in methods:
+        for seed in seeds:
+            sub = out / name if len(seeds) == 1 else out / name / f"seed{seed}"
+            cfg = dataclasses.replace(
+                config, method=method_config(config.method, name, rank), seed=seed, out_dir=str(sub)
+            )
+            result = train(cfg, resume="auto")
+            runs.append({"seed": seed, **result})
+    metric = runs[0]["metric"]
+    higher = runs[0]["higher_is_better"]
+    summary = []
+    for name in methods:
+        values = [r[metric] for r in runs if r["method"] == name]
+        summary.append({
+            "method": name, "metric": metric, "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values),
+        })
+    scores = {s["method"]: s["mean"] for s in summary}
+    report = {
+        "metric": metric, "higher_is_better": higher, "runs": runs, "summary": summary,
+        "gap_reduction": gap_reduction(scores, higher), "config": to_dict(config),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(markdown_report(report))
+    plot_loss_curves(runs, out / "loss_curves.png")
+    return report
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.2f}"
+
+
+def markdown_report(report: dict) -> str:
+    """A Markdown table of the comparison (one row per method, means over seeds)."""
+    metric = report["metric"]
+    lines = [
+        f"| method | rank | {metric} | val_loss | trainable params | % of total | optimizer state (MiB) "
+        "| peak memory (MiB) | units/s | SVD s | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["summary"]:
+        rows = [r for r in report["runs"] if r["method"] == s["method"]]
+        r = rows[0]
+        mean = lambda key: statistics.fmean(x[key] for x in rows)  # noqa: E731
+        value = f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s["seeds"] > 1 else "")
+        lines.append(
+            f"| {s['method']} | {r['rank'] if r['rank'] is not None else '-'} | {value} "
+            f"| {mean('val_loss'):.4f} | {r['trainable_params']:,} "
+            f"| {100 * r['trainable_params'] / r['total_params']:.1f}% | {_mb(r['optimizer_state_bytes'])} "
+            f"| {_mb(r['peak_memory_bytes']) if r['peak_memory_bytes'] else 'n/a (CPU)'} "
+            f"| {mean('tokens_per_second'):.0f} | {mean('svd_seconds'):.2f} | {mean('train_seconds'):.1f} |"
+        )
+    gap = report["gap_reduction"]
+    lines.append("")
+    lines.append(
+        f"Gap reduction of SST over the best of LoRA/ReLoRA* on {metric}: "
+        + (f"{100 * gap:.1f}%" if gap is not None else "n/a (needs full, lora or relora, and sst)")
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot_loss_curves(runs: list[dict], path: Path) -> None:
+    """Training loss against step, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        if r.get("loss_history"):
+            steps, losses = zip(*r["loss_history"])
+            ax.plot(steps, losses, label=f"{r['method']} (seed {r['seed']})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,57 @@
+import pytest
+import torch
+from torch import nn
+
+import sst
+from sst.methods.surgery import find_targets, matches
+
+
+def test_pattern_matching_rules():
+    assert matches("layers.0.attn.q_proj", "q_proj")
+    assert matches("layers.0.attn.q_proj", "layers.*.attn.q_proj")
+    assert not matches("layers.0.attn.q_proj2", "q_proj")
+
+
+def test_all_linear_excludes_output_head(tiny_mlp):
+    assert list(find_targets(tiny_mlp, ["all-linear"])) == ["up", "mid"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [sst.SSTConfig(rank=4), sst.LoRAConfig(rank=4), sst.ReLoRAConfig(rank=4)],
+    ids=["sst", "lora", "relora"],
+)
+def test_conversion_keeps_the_function(tiny_mlp, config):
+    x = torch.randn(5, 12, dtype=torch.float64)
+    before = tiny_mlp(x).detach()
+    model, _ = sst.convert(tiny_mlp, config)
+    torch.testing.assert_close(model(x), before, rtol=1e-10, atol=1e-10)
+    assert isinstance(model.lm_head, nn.Linear)
+
+
+def test_rank_larger_than_layer_names_the_layer(tiny_mlp):
+    with pytest.raises(sst.TargetError, match=r"rank 13 .*'up'.*min = 12"):
+        sst.convert(tiny_mlp, sst.SSTConfig(rank=13))
+    assert type(tiny_mlp.up) is nn.Linear and type(tiny_mlp.mid) is nn.Linear  # nothing half-converted
+
+
+def test_pattern_that_matches_nothing(tiny_mlp):
+    with pytest.raises(sst.TargetError, match=r"\['q_proj'\] match no module"):
+        sst.convert(tiny_mlp, sst.SSTConfig(rank=2, target_modules=["mid", "q_proj"]))
+    assert type(tiny_mlp.mid) is nn.Linear
+
+
+def test_pattern_that_matches_a_non_linear_module():
+    model = nn.Sequential()
+    model.add_module("block", nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+    with pytest.raises(sst.TargetError, match="'block' of type Sequential, which is not an nn.Linear"):
+        sst.convert(model, sst.SSTConfig(rank=2, target_modules=["block"]))
+
+
+def test_bad_config_values_name_the_field():
+    with pytest.raises(sst.ConfigError, match="method.rank"):
+        sst.SSTConfig(rank=0)
+    with pytest.raises(sst.ConfigError, match="method.resample_every"):
+        sst.SSTConfig(rank=2, resample_every=0)
+    with pytest.raises(TypeError, match="SSTConfig"):
+        sst.build_method({"name": "sst"})

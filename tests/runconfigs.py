@@ -1,0 +1,14 @@
+"""Run-config dicts for end-to-end tests (imported by test modules)."""
+
+
+def tiny_lm_config(out_dir, method=None, **train):
+    """A run config dict for the tiny LM on the builtin corpus: seconds per run on a CPU."""
+    return {
+        "task": {"name": "lm", "model": "tiny", "seq_len": 32, "batch_size": 4, "vocab_size": 512,
+                 "max_train_tokens": 60000},
+        "method": method or {"name": "sst", "rank": 4, "resample_every": 3, "restart_warmup_steps": 2},
+        "train": {"steps": 8, "lr": 3e-3, "warmup_steps": 2, "eval_batches": 2, "log_every": 1,
+                  "progress": False, **train},
+        "out_dir": str(out_dir),
+        "seed": 0,
+    }

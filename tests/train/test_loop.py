@@ -1,0 +1,129 @@
+import json
+
+import pytest
+import torch
+from runconfigs import tiny_lm_config
+
+from sst.config import build_config
+from sst.train.checkpoint import CheckpointError, find_checkpoint
+from sst.train.logging import read_metrics
+from sst.train.loop import NonFiniteLossError, train
+
+
+def _losses(run_dir):
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir, "train")}
+
+
+@pytest.mark.parametrize("method", [
+    {"name": "sst", "rank": 4, "resample_every": 3, "restart_warmup_steps": 2, "round_every": 2},
+    {"name": "relora", "rank": 4, "reset_every": 3},
+    {"name": "galore", "rank": 4, "proj_update_every": 3},
+])
+def test_resume_continues_exactly(tmp_path, method):
+    full = train(build_config(tiny_lm_config(tmp_path / "full", method, steps=8)))
+    train(build_config(tiny_lm_config(tmp_path / "split", method, steps=8, save_every=4)), resume=False) \
+        if False else None
+    # stop at step 4 (a run whose length is 4 steps but whose schedule is the 8-step one is not the
+    # same run); instead interrupt by raising inside the loop after the step-5 checkpoint
+    cfg = build_config(tiny_lm_config(tmp_path / "split", method, steps=8, save_every=5))
+    import sst.train.loop as loop
+
+    calls = {"n": 0}
+    original = loop.save_checkpoint
+
+    def crash_after_first_save(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if str(args[0]).endswith("last"):
+            calls["n"] += 1
+            raise KeyboardInterrupt
+        return out
+
+    loop.save_checkpoint = crash_after_first_save
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    finally:
+        loop.save_checkpoint = original
+    assert calls["n"] == 1
+    resumed = train(cfg, resume=True)
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
+    assert sorted(b) == list(range(1, 9))
+    for step in range(6, 9):
+        assert a[step] == b[step], (step, a[step], b[step])
+    assert resumed["val_loss"] == full["val_loss"]
+
+
+def test_gradient_accumulation_triggers_method_events_per_optimizer_step(tmp_path):
+    method = {"name": "sst", "rank": 4, "resample_every": 2, "restart_warmup_steps": 0}
+    train(build_config(tiny_lm_config(tmp_path, method, steps=6, grad_accum=3)))
+    events = [r for r in read_metrics(tmp_path, "train") if "resampled" in r]
+    assert [r["step"] for r in events] == [2, 4, 6]
+
+
+def test_refuses_to_overwrite_and_checks_config_on_resume(tmp_path):
+    cfg = tiny_lm_config(tmp_path, steps=2)
+    train(build_config(cfg))
+    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+        train(build_config(cfg))
+    other = tiny_lm_config(tmp_path, {"name": "sst", "rank": 2}, steps=2)
+    with pytest.raises(CheckpointError, match=r"another configuration: \['method.rank'"):
+        train(build_config(other), resume=True)
+    # "auto" returns the finished run's results without training again
+    assert train(build_config(cfg), resume="auto")["steps"] == 2
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
+    cfg = tiny_lm_config(tmp_path, steps=2, steps_unused=None) if False else tiny_lm_config(tmp_path, steps=2)
+    train(build_config(cfg))
+    weights = tmp_path / "last" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="model.safetensors: truncated or corrupt"):
+        train(build_config(cfg), resume=True)
+    state = tmp_path / "last" / "state.pt"
+    state.write_bytes(b"not a checkpoint")
+    assert find_checkpoint(tmp_path / "last") is not None
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = build_config(tiny_lm_config(tmp_path, steps=6, save_every=2, lr=1e-3))
+    import sst.train.loop as loop
+
+    original = loop.build_task
+
+    def poisoned(*args):
+        task = original(*args)
+        real_loss = task.loss
+
+        def loss(model, batch):
+            value, units = real_loss(model, batch)
+            return (value * float("nan") if task._calls >= 3 else value), units
+
+        task._calls = 0
+        real_batch = task.train_batch
+
+        def train_batch(index):
+            task._calls = index
+            return real_batch(index)
+
+        task.loss, task.train_batch = loss, train_batch
+        return task
+
+    loop.build_task = poisoned
+    try:
+        with pytest.raises(NonFiniteLossError, match=r"loss became nan at step 4 .*last good checkpoint"):
+            train(cfg)
+    finally:
+        loop.build_task = original
+    saved = torch.load(tmp_path / "last" / "state.pt", weights_only=True)
+    assert saved["loop"]["step"] == 2
+
+
+def test_results_file_has_the_comparison_fields(tmp_path):
+    results = train(build_config(tiny_lm_config(tmp_path, steps=2)))
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    for key in ("method", "rank", "val_loss", "val_ppl", "trainable_params", "total_params",
+                "optimizer_state_bytes", "peak_memory_bytes", "tokens_per_second", "svd_seconds",
+                "train_seconds"):
+        assert key in on_disk
+    assert on_disk["val_ppl"] == pytest.approx(torch.tensor(results["val_loss"]).exp().item(), rel=1e-6)
+    assert 0 < on_disk["trainable_params"] < on_disk["total_params"]
