@@ -17,6 +17,8 @@ from sst.methods import (
     build_method,
     convert,
 )
+from sst.inference.lowrank import prune_model
+from sst.inference.merge import merge_model
 from sst.spectral import SpectralLinear
 
 __version__ = "0.1.0"
@@ -37,4 +39,6 @@ __all__ = [
     "build_method",
     "convert",
     "load_config",
+    "merge_model",
+    "prune_model",
 ]

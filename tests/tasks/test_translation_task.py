@@ -9,7 +9,6 @@ from sst.config import ConfigError, from_dict
 from sst.tasks.translation import (
     TranslationTask,
     TranslationTaskConfig,
-    build_translation_model,
     corpus_bleu,
 )
 
@@ -72,11 +71,6 @@ def test_config_from_plain_data_and_registry():
     assert cfg.beam_size == 4 and cfg.d_model == 128
     with pytest.raises(ConfigError, match="task.data"):
         from_dict(TranslationTaskConfig, {"data": "wmt"}, "task")
-
-
-def test_lorentz_geometry_points_to_hyperbolic_module():
-    with pytest.raises(ConfigError, match="hyperbolic_transformer"):
-        build_translation_model(TranslationTaskConfig(geometry="lorentz"), vocab_size=100)
 
 
 def test_train_batches_are_pure_and_cover_each_epoch(task):

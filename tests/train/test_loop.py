@@ -5,7 +5,7 @@ import torch
 from runconfigs import tiny_lm_config
 
 from sst.config import build_config
-from sst.train.checkpoint import CheckpointError, find_checkpoint
+from sst.train.checkpoint import CheckpointError
 from sst.train.logging import read_metrics
 from sst.train.loop import NonFiniteLossError, train
 
@@ -21,10 +21,7 @@ def _losses(run_dir):
 ])
 def test_resume_continues_exactly(tmp_path, method):
     full = train(build_config(tiny_lm_config(tmp_path / "full", method, steps=8)))
-    train(build_config(tiny_lm_config(tmp_path / "split", method, steps=8, save_every=4)), resume=False) \
-        if False else None
-    # stop at step 4 (a run whose length is 4 steps but whose schedule is the 8-step one is not the
-    # same run); instead interrupt by raising inside the loop after the step-5 checkpoint
+    # interrupt the 8-step run right after its step-5 checkpoint, then resume it
     cfg = build_config(tiny_lm_config(tmp_path / "split", method, steps=8, save_every=5))
     import sst.train.loop as loop
 
@@ -73,15 +70,16 @@ def test_refuses_to_overwrite_and_checks_config_on_resume(tmp_path):
 
 
 def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
-    cfg = tiny_lm_config(tmp_path, steps=2, steps_unused=None) if False else tiny_lm_config(tmp_path, steps=2)
+    cfg = tiny_lm_config(tmp_path, steps=2)
     train(build_config(cfg))
     weights = tmp_path / "last" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="model.safetensors: truncated or corrupt"):
         train(build_config(cfg), resume=True)
-    state = tmp_path / "last" / "state.pt"
-    state.write_bytes(b"not a checkpoint")
-    assert find_checkpoint(tmp_path / "last") is not None
+    weights.write_bytes((tmp_path / "best" / "model.safetensors").read_bytes())
+    (tmp_path / "last" / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"state.pt: cannot be read"):
+        train(build_config(cfg), resume=True)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

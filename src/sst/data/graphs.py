@@ -249,7 +249,6 @@ def load_cora(data_dir: str | os.PathLike = "", normalize_features: bool = True)
     labels_onehot[test_ids] = labels_onehot[order]
     if normalize_features:
         features = features / np.maximum(features.sum(1, keepdims=True), 1e-12)
-    n = features.shape[0]
     pairs = [(u, v) for u, nbrs in parts["graph"].items() for v in nbrs]
     n_train = parts["y"].shape[0]
     split = (

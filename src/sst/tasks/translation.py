@@ -6,6 +6,7 @@ BLEU = sacreBLEU corpus score of detokenized greedy (or beam) outputs against th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from torch import nn
 
 from sst.config import ConfigError
 from sst.data import translation as mt_data
+from sst.models.hyperbolic_transformer import HyboNetTransformer, HyboNetTransformerConfig
 from sst.models.translation import TranslationConfig, TranslationTransformer, label_smoothed_cross_entropy
 from sst.tasks.base import Task, TaskConfig, move_to
 
@@ -45,8 +47,11 @@ class TranslationTaskConfig(TaskConfig):
     bleu_max_sentences: int = 0  # 0 = the whole split
     cache_dir: str = ""  # "" = SST_CACHE_DIR or ~/.cache/sst
     geometry: Literal["euclidean", "lorentz"] = "euclidean"
+    curvature: float = 1.0  # lorentz: K of the hyperboloid <x, x>_L = -K (curvature -1/K)
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.curvature) or self.curvature <= 0:
+            raise ConfigError(f"task.curvature: must be a finite value > 0, got {self.curvature}")
         positive = ("vocab_size", "d_model", "n_layers", "n_heads", "max_tokens", "beam_size")
         for field in positive:
             if getattr(self, field) <= 0:
@@ -89,10 +94,9 @@ def build_translation_model(cfg: TranslationTaskConfig, vocab_size: int) -> nn.M
     )
     if cfg.geometry == "euclidean":
         return TranslationTransformer(model_cfg)
-    raise ConfigError(
-        f"task.geometry: {cfg.geometry!r} translation models are provided by "
-        "sst.models.hyperbolic_transformer, which is not wired in yet"
-    )
+    if cfg.geometry == "lorentz":
+        return HyboNetTransformer(HyboNetTransformerConfig(**dataclasses.asdict(model_cfg), K=cfg.curvature))
+    raise ConfigError(f"task.geometry: unknown geometry {cfg.geometry!r}")
 
 
 def corpus_bleu(hypotheses: list[str], references: list[str], tokenize: str = "13a") -> float:

@@ -1,0 +1,245 @@
+"""Step time, throughput and memory of full / LoRA / ReLoRA* / GaLore / SST on one LLaMA model.
+
+Every method trains the same preset at the same rank (default r = d/8) on random token batches,
+built through the loop's own code paths (``build_method(cfg).prepare_model``,
+``method.build_optimizer``, ``method.after_step`` after every optimizer step). Each method's
+interval (SST re-sampling, ReLoRA* merge, GaLore projector update) fires once per ``--interval``
+steps, so one event falls inside the timed window; SST's re-SVD (once per round of ceil(k / r)
+iterations) is timed on its own and amortised over its real period. Issue targets: SST step time
+<= 1.3x full-rank, SST optimizer state <= 1/4 of full-rank's in the transformer blocks.
+
+    python benchmarks/throughput_memory.py                      # llama-130m on CUDA, tiny on CPU
+    python benchmarks/throughput_memory.py --model llama-20m --steps 20 --warmup 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sst.methods import METHOD_CONFIGS, build_method
+from sst.methods.sst import SSTMethod
+from sst.models.llama import LLAMA_PRESETS, build_llama
+from sst.optim.moments import state_bytes
+from sst.tasks.lm import LMTask, LMTaskConfig
+from sst.train.loop import _autocast
+from sst.train.memory import count_parameters, memory_report
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METHODS = ("full", "lora", "relora", "galore", "sst")
+INTERVAL_KEYS = {"sst": "resample_every", "relora": "reset_every", "galore": "proj_update_every"}
+BLOCKS = "layers."  # parameter-name prefix of the transformer blocks (the target layers)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def block_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Optimizer-state bytes of the parameters inside the transformer blocks."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    total = 0
+    for p, state in optimizer.state.items():
+        if names.get(id(p), "").startswith(BLOCKS):
+            total += sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+    return total
+
+
+def measure(name: str, args, device: torch.device) -> dict:
+    """Build, warm up and time one method; everything it allocates is freed on return."""
+    d = LLAMA_PRESETS[args.model]["d_model"]
+    rank = args.rank or d // 8
+    fields = {"name": name}
+    if name != "full":
+        fields["rank"] = rank
+    if name in INTERVAL_KEYS:
+        fields[INTERVAL_KEYS[name]] = args.interval
+    cfg = METHOD_CONFIGS[name](**fields)
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    base_alloc = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    model = build_llama(args.model, args.vocab_size, max_seq_len=args.seq_len)
+    method = build_method(cfg, args.seed)
+    model = method.prepare_model(model).to(device)
+    optimizer = method.build_optimizer(model, args.lr, 0.0, (0.9, 0.999), 1e-8)
+    task = LMTask(LMTaskConfig(model=args.model, seq_len=args.seq_len, batch_size=args.batch_size,
+                               vocab_size=args.vocab_size), args.seed, Path("."))
+    gen = torch.Generator().manual_seed(args.seed)
+    batches = [torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len + 1), generator=gen)
+               for _ in range(4)]
+    batches = [{"input_ids": b[:, :-1].to(device), "labels": b[:, 1:].to(device)} for b in batches]
+    step_times: list[float] = []
+    losses: list[float] = []
+    events = 0
+    for step in range(args.warmup + args.steps):
+        sync(device)
+        start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * method.lr_multiplier(step)
+        with _autocast(device, "auto"):
+            loss, _ = task.loss(model, batches[step % len(batches)])
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        happened = method.after_step(model, optimizer, step + 1)
+        sync(device)
+        if step >= args.warmup:
+            step_times.append(time.perf_counter() - start)
+            losses.append(float(loss.detach()))
+            events += bool(happened) or (name == "galore" and (step + 1) % args.interval == 0)
+    mem = memory_report(model, optimizer)
+    trainable, total = count_parameters(model)
+    peak = torch.cuda.max_memory_allocated(device) - base_alloc if device.type == "cuda" else 0
+    mean_s = statistics.fmean(step_times)
+    row = {
+        "method": name, "rank": fields.get("rank"), "trainable_params": trainable, "total_params": total,
+        "step_ms_mean": 1e3 * mean_s, "step_ms_median": 1e3 * statistics.median(step_times),
+        "step_ms_max": 1e3 * max(step_times), "events_in_window": events,
+        "tokens_per_second": args.batch_size * args.seq_len / mean_s,
+        "peak_memory_bytes": peak, **mem,
+        "block_optimizer_state_bytes": block_state_bytes(model, optimizer),
+        "final_loss": losses[-1], "finite": all(math.isfinite(x) for x in losses),
+    }
+    if isinstance(method, SSTMethod):  # one re-SVD of every layer, timed alone
+        layers = method.layers(model)
+        sync(device)
+        start = time.perf_counter()
+        for layer in layers:
+            layer.resvd_(getattr(torch, cfg.svd_dtype))
+        sync(device)
+        period = args.interval * math.ceil(layers[0].k / layers[0].rank)
+        row["resvd_all_layers_ms"] = 1e3 * (time.perf_counter() - start)
+        row["resvd_period_steps"] = period
+        row["step_ms_with_amortised_resvd"] = row["step_ms_mean"] + row["resvd_all_layers_ms"] / period
+    del model, optimizer, method, batches, task
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = [
+        f"# Throughput and memory: {s['model']} (d = {s['d_model']}), rank {s['rank']}, "
+        f"{s['batch_size']} x {s['seq_len']} tokens per step, {report['device_name']}",
+        "",
+        f"{s['steps']} timed steps after {s['warmup']} warm-up steps; method events every "
+        f"{s['interval']} steps (one inside the window); autocast: {s['autocast']}; "
+        f"torch {report['torch']}.",
+        "",
+        "| method | trainable params | step ms (mean) | x full | tokens/s | peak MiB | x full "
+        "| param MiB | grad MiB | opt state MiB | block opt state MiB | x full |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
+        peak = f"{mib(r['peak_memory_bytes'])} | {r['peak_ratio']:.2f}" if r["peak_memory_bytes"] else "n/a | -"
+        lines.append(
+            f"| {r['method']} | {r['trainable_params']:,} | {r['step_ms_mean']:.1f} | {r['step_ratio']:.2f} "
+            f"| {r['tokens_per_second']:,.0f} | {peak} | {mib(r['param_bytes'])} | {mib(r['grad_bytes'])} "
+            f"| {mib(r['optimizer_state_bytes'])} | {mib(r['block_optimizer_state_bytes'])} "
+            f"| {r['block_state_ratio']:.3f} |"
+        )
+    t = report["targets"]
+    lines += [
+        "",
+        f"SST re-SVD of all layers: {t['sst_resvd_ms']:.1f} ms once every {t['sst_resvd_period_steps']} steps; "
+        f"step time with it amortised: {t['sst_step_ms_with_resvd']:.2f} ms.",
+        "",
+        f"- SST step time / full-rank: {t['sst_step_ratio']:.3f} (target <= 1.3): "
+        f"**{'holds' if t['step_time_target_met'] else 'does not hold'}**",
+        f"- SST block optimizer state / full-rank: {t['sst_block_state_ratio']:.3f} (target <= 0.25): "
+        f"**{'holds' if t['state_target_met'] else 'does not hold'}**",
+        "",
+        f"Command: `{report['command']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="LLaMA preset (default llama-130m on CUDA, tiny on CPU)")
+    p.add_argument("--rank", type=int, default=0, help="0: d_model / 8")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=0, help="0: 64 on CUDA, 4 on CPU")
+    p.add_argument("--vocab-size", type=int, default=32000)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--steps", type=int, default=200, help="timed optimizer steps")
+    p.add_argument("--interval", type=int, default=200, help="SST resample / ReLoRA merge / GaLore update period")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=str(RESULTS), help="folder for the JSON and Markdown results")
+    p.add_argument("--tag", default="", help="file-name suffix (default: cuda or cpu)")
+    args = p.parse_args(argv)
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    args.model = args.model or ("llama-130m" if device.type == "cuda" else "tiny")
+    args.batch_size = args.batch_size or (64 if device.type == "cuda" else 4)
+    d = LLAMA_PRESETS[args.model]["d_model"]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    start = time.perf_counter()
+    rows = []
+    for name in args.methods.split(","):
+        row = measure(name, args, device)
+        rows.append(row)
+        print(f"{name:7s} {row['step_ms_mean']:8.2f} ms/step  {row['tokens_per_second']:10.0f} tok/s  "
+              f"peak {row['peak_memory_bytes'] / 2**20:8.1f} MiB  opt {row['optimizer_state_bytes'] / 2**20:8.1f} MiB",
+              flush=True)
+    full = next((r for r in rows if r["method"] == "full"), rows[0])
+    for r in rows:
+        r["step_ratio"] = r["step_ms_mean"] / full["step_ms_mean"]
+        r["peak_ratio"] = r["peak_memory_bytes"] / full["peak_memory_bytes"] if full["peak_memory_bytes"] else None
+        r["block_state_ratio"] = r["block_optimizer_state_bytes"] / full["block_optimizer_state_bytes"]
+    sst = next((r for r in rows if r["method"] == "sst"), None)
+    targets = {}
+    if sst is not None:
+        targets = {
+            "sst_step_ratio": sst["step_ratio"],
+            "sst_step_ratio_with_resvd": sst["step_ms_with_amortised_resvd"] / full["step_ms_mean"],
+            "sst_step_ms_with_resvd": sst["step_ms_with_amortised_resvd"],
+            "sst_resvd_ms": sst["resvd_all_layers_ms"], "sst_resvd_period_steps": sst["resvd_period_steps"],
+            "sst_block_state_ratio": sst["block_state_ratio"],
+            "step_time_target_met": sst["step_ms_with_amortised_resvd"] / full["step_ms_mean"] <= 1.3,
+            "state_target_met": sst["block_state_ratio"] <= 0.25,
+        }
+    tag = args.tag or device.type
+    report = {
+        "benchmark": "throughput_memory",
+        "settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "tag")},
+                     "d_model": d, "rank": args.rank or d // 8,
+                     "autocast": "bfloat16" if device.type == "cuda" else "none (float32)",
+                     "tokens_per_step": args.batch_size * args.seq_len, "data": "uniform random token ids"},
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "python": platform.python_version(),
+        "wall_seconds": time.perf_counter() - start,
+        "steps": args.warmup + args.steps, "tokens_per_method": (args.warmup + args.steps) * args.batch_size * args.seq_len,
+        "command": " ".join(["python", "benchmarks/throughput_memory.py", *(argv if argv is not None else sys.argv[1:])]),
+        "rows": rows, "targets": targets,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"throughput_memory_{tag}.json").write_text(json.dumps(report, indent=2))
+    (out / f"throughput_memory_{tag}.md").write_text(markdown(report) if targets else json.dumps(rows, indent=2))
+    print(markdown(report) if targets else "")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Tiny end-to-end runs through the real CLI: every task x every method, plus compare and errors."""
+
+import json
+
+import pytest
+
+from sst.cli import main
+
+METHODS = ["full", "lora", "relora", "galore", "sst"]
+TASKS = ["tiny/lm", "tiny/translation", "tiny/node_classification", "tiny/link_prediction"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("method", METHODS)
+def test_train_every_task_with_every_method(tmp_path, capsys, task, method):
+    out = tmp_path / "run"
+    code = main(["train", task, f"method.name={method}", "train.steps=3", "train.progress=false",
+                 "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["method"] == method and results["steps"] == 3
+    assert results[results["metric"]] == results[results["metric"]]  # a number, not NaN
+    assert (out / "last" / "model.safetensors").is_file()
+
+
+def test_compare_writes_results_report_and_plot(tmp_path, capsys):
+    code = main(["compare", "tiny/lm", "train.steps=4", "train.progress=false",
+                 "--methods", "full,lora,sst", "--rank", "2", "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in results["runs"]] == ["full", "lora", "sst"]
+    assert all(r["rank"] == 2 for r in results["runs"] if r["method"] != "full")
+    assert results["metric"] == "val_ppl" and isinstance(results["gap_reduction"], float)
+    assert "| sst | 2 |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Gap reduction" in capsys.readouterr().out
+    # idempotent: a second call reuses the finished runs
+    assert main(["compare", "tiny/lm", "train.steps=4", "train.progress=false",
+                 "--methods", "full,lora,sst", "--rank", "2", "--out", str(tmp_path)]) == 0
+
+
+def test_cli_reports_bad_input_clearly(tmp_path, capsys):
+    assert main(["train", "tiny/lm", "train.lrr=1", "--out", str(tmp_path)]) == 2
+    assert "unknown config key(s) ['train.lrr']" in capsys.readouterr().err
+    assert main(["train", "tiny/lm", "method.rank=100", "--out", str(tmp_path)]) == 2
+    assert "rank 100 is larger than layer" in capsys.readouterr().err
+    assert main(["train", "tiny/lm", "--resume", "--out", str(tmp_path / "none")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny/lm" in out and "translation" in out and "sst" in out
