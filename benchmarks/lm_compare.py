@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"# LM comparison: {config.task.model}, rank {args.rank or getattr(config.method, 'rank', '-')}, "
         f"{env['device_name']}\n\n"
         f"{tc.steps} steps x {config.task.batch_size} x {config.task.seq_len} tokens "
-        f"= {report['tokens_per_method']:,} tokens per method ({report['epochs']:.1f} epochs of "
+        f"= {report['tokens_per_method']:,} tokens per method ({report['epochs']:.2f} epochs of "
         f"{task['train_tokens']:,} training tokens); lr {tc.lr:g}, {tc.schedule}, warm-up "
         f"{tc.warmup_steps or tc.warmup_ratio}; the best validation checkpoint (every {tc.eval_every} "
         f"steps) is reported. Wall time {wall:.0f} s; torch {env['torch']}.\n\n"

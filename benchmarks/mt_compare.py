@@ -53,17 +53,20 @@ def width_summary(d: int, rank: int, report: dict, wall: float) -> dict:
     return {"d_model": d, "rank": rank, "methods": rows, "gap_reduction": gaps, "wall_seconds": wall}
 
 
+def pct(gap: float | None) -> str:
+    return f"{100 * gap:.1f}%" if gap is not None else "n/a"
+
+
 def markdown(report: dict) -> str:
     s = report["settings"]
-    pct = lambda g: f"{100 * g:.1f}%" if g is not None else "n/a"  # noqa: E731
     lines = [
         f"# Multi30K de-en BLEU, r = d/8, {report['device_name']}",
         "",
-        f"{s['steps']} steps per run (max {s['max_tokens']} padded tokens per batch, "
-        f"~{report['epochs']:.1f} epochs), lr {s['lr']:g} {s['schedule']} with {s['warmup']} warm-up, "
-        f"{s['n_layers']}+{s['n_layers']} layers, greedy decoding, BLEU on "
-        f"{'all' if not s['bleu_max_sentences'] else s['bleu_max_sentences']} sentences of each split, "
-        f"model from the last step. Wall time {report['wall_seconds']:.0f} s; torch {report['torch']}.",
+        (f"{s['steps']} steps per run (max {s['max_tokens']} padded tokens per batch, "
+         f"~{report['epochs']:.1f} epochs), lr {s['lr']:g} {s['schedule']} with {s['warmup']} warm-up, "
+         f"{s['n_layers']}+{s['n_layers']} layers, greedy decoding, BLEU on "
+         f"{'all' if not s['bleu_max_sentences'] else s['bleu_max_sentences']} sentences of each split, "
+         f"model from the last step. Wall time {report['wall_seconds']:.0f} s; torch {report['torch']}."),
         "",
         "| d | r | split | full | LoRA | ReLoRA* | GaLore | SST | gap reduction |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -30,7 +30,6 @@ from torch import nn
 from sst.methods import METHOD_CONFIGS, build_method
 from sst.methods.sst import SSTMethod
 from sst.models.llama import LLAMA_PRESETS, build_llama
-from sst.optim.moments import state_bytes
 from sst.tasks.lm import LMTask, LMTaskConfig
 from sst.train.loop import _autocast
 from sst.train.memory import count_parameters, memory_report
@@ -131,22 +130,25 @@ def measure(name: str, args, device: torch.device) -> dict:
     return row
 
 
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f}"
+
+
 def markdown(report: dict) -> str:
     s = report["settings"]
     lines = [
-        f"# Throughput and memory: {s['model']} (d = {s['d_model']}), rank {s['rank']}, "
-        f"{s['batch_size']} x {s['seq_len']} tokens per step, {report['device_name']}",
+        (f"# Throughput and memory: {s['model']} (d = {s['d_model']}), rank {s['rank']}, "
+         f"{s['batch_size']} x {s['seq_len']} tokens per step, {report['device_name']}"),
         "",
-        f"{s['steps']} timed steps after {s['warmup']} warm-up steps; method events every "
-        f"{s['interval']} steps (one inside the window); autocast: {s['autocast']}; "
-        f"torch {report['torch']}.",
+        (f"{s['steps']} timed steps after {s['warmup']} warm-up steps; method events every "
+         f"{s['interval']} steps (one inside the window); autocast: {s['autocast']}; "
+         f"torch {report['torch']}."),
         "",
-        "| method | trainable params | step ms (mean) | x full | tokens/s | peak MiB | x full "
-        "| param MiB | grad MiB | opt state MiB | block opt state MiB | x full |",
+        ("| method | trainable params | step ms (mean) | x full | tokens/s | peak MiB | x full "
+         "| param MiB | grad MiB | opt state MiB | block opt state MiB | x full |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
-        mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
         peak = f"{mib(r['peak_memory_bytes'])} | {r['peak_ratio']:.2f}" if r["peak_memory_bytes"] else "n/a | -"
         lines.append(
             f"| {r['method']} | {r['trainable_params']:,} | {r['step_ms_mean']:.1f} | {r['step_ratio']:.2f} "
@@ -157,13 +159,14 @@ def markdown(report: dict) -> str:
     t = report["targets"]
     lines += [
         "",
-        f"SST re-SVD of all layers: {t['sst_resvd_ms']:.1f} ms once every {t['sst_resvd_period_steps']} steps; "
-        f"step time with it amortised: {t['sst_step_ms_with_resvd']:.2f} ms.",
+        (f"SST re-SVD of all layers: {t['sst_resvd_ms']:.1f} ms once every {t['sst_resvd_period_steps']} "
+         f"steps; step time with it amortised: {t['sst_step_ms_with_resvd']:.2f} ms."),
         "",
-        f"- SST step time / full-rank: {t['sst_step_ratio']:.3f} (target <= 1.3): "
-        f"**{'holds' if t['step_time_target_met'] else 'does not hold'}**",
-        f"- SST block optimizer state / full-rank: {t['sst_block_state_ratio']:.3f} (target <= 0.25): "
-        f"**{'holds' if t['state_target_met'] else 'does not hold'}**",
+        (f"- SST step time / full-rank: {t['sst_step_ratio']:.3f}, {t['sst_step_ratio_with_resvd']:.3f} with "
+         f"the re-SVD amortised (target <= 1.3): "
+         f"**{'holds' if t['step_time_target_met'] else 'does not hold'}**"),
+        (f"- SST block optimizer state / full-rank: {t['sst_block_state_ratio']:.3f} (target <= 0.25): "
+         f"**{'holds' if t['state_target_met'] else 'does not hold'}**"),
         "",
         f"Command: `{report['command']}`",
     ]

@@ -55,16 +55,17 @@ def test_main_writes_tables_with_mean_and_std(graph_compare, tmp_path):
 
 
 def test_divergence_is_recorded_not_raised(graph_compare, tmp_path, monkeypatch):
+    import sst.train.compare as compare
     from sst.train.loop import NonFiniteLossError
 
-    real = graph_compare.run_comparison
+    real = compare.train
 
-    def fake(config, methods, out, rank=None, seeds=None):
-        if "lora" in methods:
+    def fake(config, resume=False):
+        if config.method.name == "lora":
             raise NonFiniteLossError("training loss became nan at step 3 (method lora)")
-        return real(config, methods, out, rank, seeds)
+        return real(config, resume)
 
-    monkeypatch.setattr(graph_compare, "run_comparison", fake)
+    monkeypatch.setattr(compare, "train", fake)
     out = tmp_path / "results"
     argv = ["--task", "node_classification", "--datasets", "disease_tree", "--methods", "full,lora",
             "--seeds", "0", "--runs-dir", str(tmp_path / "runs"), "--out", str(out),

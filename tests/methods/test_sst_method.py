@@ -163,3 +163,18 @@ def test_llama_1b3_trainable_ratio_is_18_7_percent_on_meta():
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert 1.3e9 < total < 1.4e9
     assert round(100 * trainable / total, 1) == 18.7
+
+
+def test_kept_singular_value_moments_follow_their_values_through_resampling(tiny_mlp):
+    model, method, opt, x, y = _setup(tiny_mlp, reset_singular_value_state=False)
+    _train_steps(model, method, opt, x, y, 1, 3)
+    layer = SSTMethod.layers(model)[0]
+    canonical = lambda t: torch.empty_like(t).index_copy_(0, layer.perm, t)  # noqa: E731
+    loss = ((model(x) - y) ** 2).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    before = canonical(opt.state[layer.S]["exp_avg"].clone())
+    method.after_step(model, opt, 4)  # re-samples: slots move, moments must move with them
+    assert int(layer.iteration) == 2  # a plain re-sampling, not a re-SVD
+    torch.testing.assert_close(canonical(opt.state[layer.S]["exp_avg"]), before)

@@ -55,3 +55,19 @@ def test_bad_config_values_name_the_field():
         sst.SSTConfig(rank=2, resample_every=0)
     with pytest.raises(TypeError, match="SSTConfig"):
         sst.build_method({"name": "sst"})
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "opt-tiny"])
+def test_convert_hugging_face_models_built_from_config(name):
+    pytest.importorskip("transformers")
+    from sst.models.hf import build_hf_model, lm_logits
+
+    model = build_hf_model(name, vocab_size=300, max_seq_len=32).float()
+    model.eval()
+    ids = torch.randint(0, 300, (2, 16))
+    before = lm_logits(model, ids).detach()
+    model, _ = sst.convert(model, sst.SSTConfig(rank=4))
+    torch.testing.assert_close(lm_logits(model, ids), before, rtol=1e-4, atol=1e-4)
+    converted = [n for n, m in model.named_modules() if isinstance(m, sst.SpectralLinear)]
+    assert any(n.endswith("q_proj") for n in converted) and any(n.endswith("fc1") or n.endswith("up_proj") for n in converted)
+    assert not isinstance(model.get_output_embeddings(), sst.SpectralLinear)

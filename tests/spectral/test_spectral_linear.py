@@ -54,8 +54,9 @@ def test_gradients_match_analytic_formulas_default():
     ((layer(x) - target) ** 2).sum().backward()
     G = _dense_grad(layer, x, target)
     U, S, Vh = layer.factors()
-    # dL/dS_i = U_i^T G Vh_i^T for every singular value
-    torch.testing.assert_close(layer.S.grad, torch.einsum("oi,oj,ji->i", U, G, Vh.T), rtol=1e-10, atol=1e-12)
+    # dL/dS_i = U_i^T G Vh_i^T for every singular value (S is stored in slot order)
+    expected = torch.einsum("oi,oj,ji->i", U, G, Vh.T)[layer.perm]
+    torch.testing.assert_close(layer.S.grad, expected, rtol=1e-10, atol=1e-12)
     a = layer.active_idx
     # default vector gradients carry the factor S_i
     torch.testing.assert_close(layer.U_active.grad, (G @ Vh[a].T) * S[a], rtol=1e-10, atol=1e-12)
@@ -72,14 +73,15 @@ def test_enhanced_gradient_is_default_divided_by_singular_value():
     x, target = torch.randn(4, 9, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
     for layer in (plain, enhanced):
         ((layer(x) - target) ** 2).sum().backward()
-    s = plain.S.detach()[plain.active_idx].abs() + plain.eps
+    # computed without dividing at all (G Vh_i^T), so it is exact and defined even at S_i = 0
+    s = plain.factors()[1][plain.active_idx].abs()
     torch.testing.assert_close(enhanced.U_active.grad, plain.U_active.grad / s, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(enhanced.Vh_active.grad, plain.Vh_active.grad / s[:, None], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(enhanced.S.grad, plain.S.grad)
     # and the enhanced U gradient is exactly G Vh_i^T
     G = _dense_grad(plain, x, target)
     _, _, Vh = plain.factors()
-    torch.testing.assert_close(enhanced.U_active.grad, G @ Vh[plain.active_idx].T, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(enhanced.U_active.grad, G @ Vh[plain.active_idx].T, rtol=1e-10, atol=1e-12)
 
 
 def test_resample_keeps_function_and_parameter_identity():
@@ -102,10 +104,13 @@ def test_resample_keeps_function_and_parameter_identity():
 def test_set_active_moves_the_right_vectors():
     layer = SpectralLinear.from_dense(dense(10, 8), rank=2, svd_dtype=torch.float64)
     U, S, Vh = layer.factors()
-    layer.set_active_(torch.tensor([5, 1]))
+    S_slots = layer.S.detach().clone()
+    moved = layer.set_active_(torch.tensor([5, 1]))
     assert layer.active_idx.tolist() == [1, 5]
     torch.testing.assert_close(layer.U_active.detach(), U[:, [1, 5]])
     torch.testing.assert_close(layer.Vh_active.detach(), Vh[[1, 5]])
+    torch.testing.assert_close(layer.S.detach()[:2], S[[1, 5]])  # slot order follows the vectors
+    assert torch.equal(layer.S.detach(), S_slots[moved])  # the returned permutation maps old slots
     with pytest.raises(ValueError, match="distinct"):
         layer.set_active_(torch.tensor([1, 1]))
     with pytest.raises(ValueError, match="lie in"):

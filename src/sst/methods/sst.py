@@ -19,7 +19,7 @@ from torch import nn
 from sst.config import ConfigError
 from sst.methods.base import MethodConfig, TrainingMethod, broadcast_tensors, restart_warmup
 from sst.methods.surgery import check_rank, find_targets, replace_modules
-from sst.optim.moments import reset_state
+from sst.optim.moments import permute_state, reset_state
 from sst.spectral.functional import SamplingMode
 from sst.spectral.linear import SpectralLinear
 
@@ -87,7 +87,9 @@ class SSTMethod(TrainingMethod):
                 layer.resvd_(getattr(torch, cfg.svd_dtype))
                 broadcast_tensors([layer.U_active, layer.Vh_active, layer.S, layer.U_frozen, layer.Vh_frozen])
                 resvd += 1
-            layer.sample_(cfg.sampling, self.generator)
+            moved = layer.sample_(cfg.sampling, self.generator)
+            if not cfg.reset_singular_value_state:
+                permute_state(optimizer, layer.S, moved)  # S is stored in slot order
         self.svd_seconds += time.perf_counter() - start
         reset = [p for layer in layers for p in (layer.U_active, layer.Vh_active)]
         if cfg.reset_singular_value_state:

@@ -18,7 +18,7 @@ from torch import nn
 
 from sst.hyperbolic import math as hm
 from sst.hyperbolic.layers import LorentzLinear
-from sst.models.translation import TranslationConfig, beam_search, greedy_decode, sinusoidal_positions
+from sst.models.translation import Seq2Seq, TranslationConfig, sinusoidal_positions
 
 
 @dataclass
@@ -180,7 +180,7 @@ class LorentzDecoderLayer(nn.Module):
         return lorentz_residual(y, self.ffn(y), self.K)
 
 
-class HyboNetTransformer(nn.Module):
+class HyboNetTransformer(Seq2Seq):
     """Lorentz encoder-decoder: ``forward(src (B, S), tgt_in (B, T)) -> logits (B, T, V)``.
 
     Hidden states are points (..., d_model + 1) on the hyperboloid of curvature -1/K. The only
@@ -252,16 +252,3 @@ class HyboNetTransformer(nn.Module):
         with _float32(y.device):
             tangent = hm.logmap0(y.float(), self.config.K)[..., 1:]
         return self.output_proj(tangent)
-
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """src (B, S), tgt_in (B, T) (starting with bos) -> logits (B, T, V) for the next tokens."""
-        memory, src_mask = self.encode(src)
-        return self.decode(tgt_in, memory, src_mask)
-
-    def greedy_decode(self, src: torch.Tensor, max_len: int) -> list[list[int]]:
-        return greedy_decode(self, src, max_len)
-
-    def beam_search(
-        self, src: torch.Tensor, beam_size: int = 4, max_len: int = 128, length_penalty: float = 1.0
-    ) -> list[list[int]]:
-        return beam_search(self, src, beam_size, max_len, length_penalty)

@@ -157,7 +157,24 @@ class DecoderLayer(nn.Module):
         return y + self.dropout(self.ffn(self.norm3(y)))
 
 
-class TranslationTransformer(nn.Module):
+class Seq2Seq(nn.Module):
+    """forward and decoding for any encoder-decoder that defines ``encode`` and ``decode``."""
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """src (B, S), tgt_in (B, T) (starting with bos) -> logits (B, T, V) for the next tokens."""
+        memory, src_mask = self.encode(src)
+        return self.decode(tgt_in, memory, src_mask)
+
+    def greedy_decode(self, src: torch.Tensor, max_len: int) -> list[list[int]]:
+        return greedy_decode(self, src, max_len)
+
+    def beam_search(
+        self, src: torch.Tensor, beam_size: int = 4, max_len: int = 128, length_penalty: float = 1.0
+    ) -> list[list[int]]:
+        return beam_search(self, src, beam_size, max_len, length_penalty)
+
+
+class TranslationTransformer(Seq2Seq):
     """Encoder-decoder Transformer: ``forward(src (B, S), tgt_in (B, T)) -> logits (B, T, V)``."""
 
     def __init__(self, cfg: TranslationConfig):
@@ -226,19 +243,6 @@ class TranslationTransformer(nn.Module):
         for layer in self.decoder:
             y = layer(y, memory, src_mask, cache)
         return self.output_proj(self.decoder_norm(y))
-
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """src (B, S), tgt_in (B, T) (starting with bos) -> logits (B, T, V) for the next tokens."""
-        memory, src_mask = self.encode(src)
-        return self.decode(tgt_in, memory, src_mask)
-
-    def greedy_decode(self, src: torch.Tensor, max_len: int) -> list[list[int]]:
-        return greedy_decode(self, src, max_len)
-
-    def beam_search(
-        self, src: torch.Tensor, beam_size: int = 4, max_len: int = 128, length_penalty: float = 1.0
-    ) -> list[list[int]]:
-        return beam_search(self, src, beam_size, max_len, length_penalty)
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ class GaLoreAdamW(torch.optim.Optimizer):
 
     Group options: ``rank`` (None: plain AdamW for that group), ``proj_update_every``, ``scale``.
     State per projected parameter: ``step``, ``exp_avg``/``exp_avg_sq`` of the projected shape,
-    ``projector`` (min-side, rank); all tensors, so the state saves with weights_only loading.
+    ``projector`` (min-side, rank); tensors and ints, so the state saves with weights_only loading.
     """
 
     def __init__(
@@ -70,16 +70,16 @@ class GaLoreAdamW(torch.optim.Optimizer):
                 state = self.state[p]
                 projected = group["rank"] is not None and p.ndim == 2
                 if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["step"] = 0  # a Python int: reading it never waits for the GPU
                 if projected:
-                    if "projector" not in state or int(state["step"]) % group["proj_update_every"] == 0:
+                    if "projector" not in state or state["step"] % group["proj_update_every"] == 0:
                         state["projector"] = galore_projector(grad, group["rank"])
                     grad = project(grad, state["projector"])
                 if "exp_avg" not in state:
                     state["exp_avg"] = torch.zeros_like(grad)
                     state["exp_avg_sq"] = torch.zeros_like(grad)
                 state["step"] += 1
-                t = float(state["step"])
+                t = state["step"]
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 exp_avg.lerp_(grad, 1 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)

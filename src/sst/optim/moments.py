@@ -20,9 +20,12 @@ def reset_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]
         state = optimizer.state.get(p)
         if not state:
             continue
-        for value in state.values():
+        for key, value in state.items():
             if isinstance(value, torch.Tensor):
                 value.zero_()
+                count += 1
+            elif key == "step":  # optimizers that count steps in a Python number
+                state[key] = 0
                 count += 1
     return count
 
@@ -35,3 +38,11 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
             if isinstance(value, torch.Tensor):
                 total += value.numel() * value.element_size()
     return total
+
+
+@torch.no_grad()
+def permute_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, index: torch.Tensor) -> None:
+    """Reorder the per-element state of ``param`` like its values: state <- state[index]."""
+    for value in optimizer.state.get(param, {}).values():
+        if isinstance(value, torch.Tensor) and value.shape == param.shape:
+            value.copy_(value[index.to(value.device)])

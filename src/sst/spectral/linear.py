@@ -1,8 +1,9 @@
 """SpectralLinear: a linear layer kept in SVD form, y = x (U diag(S) Vh)^T + b.
 
 U (out, k) and Vh (k, in) are stored as an active part (r columns / rows: the only trainable
-vectors) and a frozen part (k - r, buffers). S (k,) is trained in full. ``perm`` records which
-canonical index sits in each stored slot, so re-sampling copies values between fixed tensors:
+vectors) and a frozen part (k - r, buffers); S (k,) is trained in full and stored in the same slot
+order ([active | frozen]), so the forward pass needs no gather. ``active_idx`` / ``frozen_idx`` give
+the canonical index of each slot. Re-sampling copies values between tensors of fixed identity:
 no Parameter is ever created or toggled after construction (DDP/FSDP, compile, exact resume).
 """
 
@@ -23,9 +24,10 @@ from sst.spectral.functional import (
 class SpectralLinear(nn.Module):
     """Drop-in replacement for ``nn.Linear(in_features, out_features)`` with rank-r trainable vectors.
 
-    Parameters: ``U_active`` (out, r), ``Vh_active`` (r, in), ``S`` (k,), ``bias`` (out,) or None.
-    Buffers: ``U_frozen`` (out, k - r), ``Vh_frozen`` (k - r, in), ``active_idx`` (r,),
-    ``frozen_idx`` (k - r,) canonical indices, and ``iteration`` (iterations since the last re-SVD).
+    Parameters: ``U_active`` (out, r), ``Vh_active`` (r, in), ``S`` (k,) in slot order (the first
+    r values belong to the active vectors), ``bias`` (out,) or None.
+    Buffers: ``U_frozen`` (out, k - r), ``Vh_frozen`` (k - r, in), ``active_idx`` (r,) and
+    ``frozen_idx`` (k - r,) canonical indices of the slots, ``iteration`` (iterations since re-SVD).
     """
 
     def __init__(
@@ -118,27 +120,21 @@ class SpectralLinear(nn.Module):
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Detached U (out, k), S (k,), Vh (k, in) in canonical order."""
+        perm = self.perm
         U = torch.empty(self.out_features, self.k, dtype=self.S.dtype, device=self.S.device)
         Vh = torch.empty(self.k, self.in_features, dtype=self.S.dtype, device=self.S.device)
+        S = torch.empty_like(self.S, requires_grad=False)
         with torch.no_grad():
-            U[:, self.active_idx] = self.U_active
-            U[:, self.frozen_idx] = self.U_frozen
-            Vh[self.active_idx] = self.Vh_active
-            Vh[self.frozen_idx] = self.Vh_frozen
-        return U, self.S.detach().clone(), Vh
+            U[:, perm] = torch.cat([self.U_active, self.U_frozen], dim=1)
+            Vh[perm] = torch.cat([self.Vh_active, self.Vh_frozen], dim=0)
+            S[perm] = self.S
+        return U, S, Vh
 
     def weight(self) -> torch.Tensor:
         """The dense weight (out, in), differentiable w.r.t. U_active, Vh_active and S."""
-        U_active, Vh_active = self.U_active, self.Vh_active
-        if self.enhanced_gradient and torch.is_grad_enabled():
-            # Default gradients of vector i carry a factor S_i; dividing it out lets vectors
-            # with small singular values move as fast as the others (the enhanced gradient).
-            inv = 1.0 / (self.S.detach()[self.active_idx].abs() + self.eps)
-            U_active = scale_grad(U_active, inv.unsqueeze(0))
-            Vh_active = scale_grad(Vh_active, inv.unsqueeze(1))
-        U = torch.cat([U_active, self.U_frozen], dim=1)
-        Vh = torch.cat([Vh_active, self.Vh_frozen], dim=0)
-        return compose(U, self.S[self.perm], Vh)
+        return _SpectralWeight.apply(
+            self.U_active, self.S, self.Vh_active, self.U_frozen, self.Vh_frozen, self.enhanced_gradient
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out)."""
@@ -154,34 +150,44 @@ class SpectralLinear(nn.Module):
     @torch.no_grad()
     def load_factors_(self, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> None:
         """Store canonical factors U (out, k), S (k,), Vh (k, in), keeping the active index set."""
-        self.S.copy_(S)
+        self.S.copy_(S[self.perm])
         self.U_active.copy_(U[:, self.active_idx])
         self.U_frozen.copy_(U[:, self.frozen_idx])
         self.Vh_active.copy_(Vh[self.active_idx])
         self.Vh_frozen.copy_(Vh[self.frozen_idx])
 
     @torch.no_grad()
-    def set_active_(self, indices: torch.Tensor) -> None:
-        """Make canonical ``indices`` (r,) the trainable vectors; the function is unchanged."""
+    def set_active_(self, indices: torch.Tensor) -> torch.Tensor:
+        """Make canonical ``indices`` (r,) the trainable vectors; the function is unchanged.
+
+        Returns the slot permutation ``moved`` (k,) with S_new = S_old[moved], so that per-slot
+        state (e.g. the optimizer moments of S) can follow its singular value.
+        """
         indices = torch.as_tensor(indices, dtype=torch.long, device=self.S.device)
         if indices.numel() != self.rank or torch.unique(indices).numel() != self.rank:
             raise ValueError(f"need {self.rank} distinct indices, got {indices.tolist()}")
         if int(indices.min()) < 0 or int(indices.max()) >= self.k:
             raise ValueError(f"indices must lie in [0, {self.k}), got {indices.tolist()}")
-        U, _, Vh = self.factors()
+        U, S, Vh = self.factors()
+        old_slot = torch.empty(self.k, dtype=torch.long, device=self.S.device)  # canonical -> old slot
+        old_slot[self.perm] = torch.arange(self.k, device=self.S.device)
         self.active_idx.copy_(torch.sort(indices).values)
         self.frozen_idx.copy_(complement(self.active_idx, self.k))
-        self.load_factors_(U, self.S, Vh)
+        self.load_factors_(U, S, Vh)
+        return old_slot[self.perm]
 
     def sample_(
         self, mode: SamplingMode = "multinomial", generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Draw a new active set (see ``sample_indices``), advance ``iteration``; -> indices (r,)."""
-        idx = sample_indices(self.S, self.rank, mode, generator, int(self.iteration))
-        self.set_active_(idx)
+        """Draw a new active set (see ``sample_indices``) and advance ``iteration``.
+
+        Returns the slot permutation of ``set_active_``.
+        """
+        _, S, _ = self.factors()
+        moved = self.set_active_(sample_indices(S, self.rank, mode, generator, int(self.iteration)))
         with torch.no_grad():
             self.iteration += 1
-        return idx
+        return moved
 
     @torch.no_grad()
     def resvd_(self, svd_dtype: torch.dtype = torch.float32) -> None:
@@ -207,20 +213,39 @@ class SpectralLinear(nn.Module):
         )
 
 
-class _ScaleGrad(torch.autograd.Function):
-    """Identity in the forward pass; multiplies the incoming gradient by ``scale``."""
+class _SpectralWeight(torch.autograd.Function):
+    """W = U_a diag(S_a) Vh_a + U_f diag(S_f) Vh_f with a hand-written backward.
+
+    One function instead of a chain of cats, gathers and scalings keeps the per-layer kernel count
+    (and so the launch overhead on GPUs) low. Given G = dL/dW (out, in):
+    dS_i = U_i^T G Vh_i^T for every i; dU_a = G Vh_a^T diag(S_a) and dVh_a = diag(S_a) U_a^T G, or,
+    with the enhanced gradient, the same divided by S_a: G Vh_a^T and U_a^T G.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(scale)
-        return x.view_as(x)
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, U_a, S, Vh_a, U_f, Vh_f, enhanced: bool):
+        r = U_a.shape[1]
+        W = (U_a * S[:r]) @ Vh_a
+        if U_f.shape[1]:
+            W = torch.addmm(W, U_f * S[r:], Vh_f)
+        ctx.save_for_backward(U_a, S, Vh_a, U_f, Vh_f)
+        ctx.enhanced = enhanced
+        return W
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (scale,) = ctx.saved_tensors
-        return grad * scale.to(grad.dtype), None
-
-
-def scale_grad(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x unchanged; d(loss)/dx becomes scale * d(loss)/dx (``scale`` broadcasts against x)."""
-    return _ScaleGrad.apply(x, scale)
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, G):
+        U_a, S, Vh_a, U_f, Vh_f = ctx.saved_tensors
+        r = U_a.shape[1]
+        # Under CUDA autocast (restored by custom_bwd) these matmuls run in bf16 like the rest.
+        GV = G @ Vh_a.T  # (out, r)
+        UG = U_a.T @ G  # (r, in)
+        dS_a = (U_a * GV).sum(0)
+        dS_f = ((U_f.T @ G) * Vh_f).sum(1) if U_f.shape[1] else S.new_zeros(0)
+        dS = torch.cat([dS_a.to(S.dtype), dS_f.to(S.dtype)])
+        if ctx.enhanced:
+            dU, dVh = GV, UG
+        else:
+            dU, dVh = GV * S[:r], UG * S[:r, None]
+        return dU.to(U_a.dtype), dS, dVh.to(Vh_a.dtype), None, None, None

@@ -15,7 +15,7 @@ from typing import Any
 
 from sst.config import RunConfig, from_dict, to_dict
 from sst.methods import METHOD_CONFIGS
-from sst.train.loop import train
+from sst.train.loop import NonFiniteLossError, train
 
 ALL_METHODS = ("full", "lora", "relora", "galore", "sst")
 # The interval that plays SST's "iteration" in each method, so one value sets them all.
@@ -59,19 +59,25 @@ def run_comparison(
     """Train each method (and seed) into ``out_dir``/<method>[/seed<k>]; write the three reports."""
     out = Path(out_dir)
     seeds = seeds or [config.seed]
-    runs = []
+    runs, diverged = [], {}
     for name in methods:
         for seed in seeds:
             sub = out / name if len(seeds) == 1 else out / name / f"seed{seed}"
             cfg = dataclasses.replace(
                 config, method=method_config(config.method, name, rank), seed=seed, out_dir=str(sub)
             )
-            result = train(cfg, resume="auto")
+            try:
+                result = train(cfg, resume="auto")
+            except NonFiniteLossError as err:  # one diverging method must not sink the comparison
+                diverged[name] = str(err)
+                break
             runs.append({"seed": seed, **result})
+    if not runs:
+        raise NonFiniteLossError(f"every method diverged: {diverged}")
     metric = runs[0]["metric"]
     higher = runs[0]["higher_is_better"]
     summary = []
-    for name in methods:
+    for name in [m for m in methods if m not in diverged]:
         values = [r[metric] for r in runs if r["method"] == name]
         summary.append({
             "method": name, "metric": metric, "mean": statistics.fmean(values),
@@ -79,7 +85,7 @@ def run_comparison(
         })
     scores = {s["method"]: s["mean"] for s in summary}
     report = {
-        "metric": metric, "higher_is_better": higher, "runs": runs, "summary": summary,
+        "metric": metric, "higher_is_better": higher, "runs": runs, "summary": summary, "diverged": diverged,
         "gap_reduction": gap_reduction(scores, higher), "config": to_dict(config),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +119,8 @@ def markdown_report(report: dict) -> str:
             f"| {_mb(r['peak_memory_bytes']) if r['peak_memory_bytes'] else 'n/a (CPU)'} "
             f"| {mean('tokens_per_second'):.0f} | {mean('svd_seconds'):.2f} | {mean('train_seconds'):.1f} |"
         )
+    for name, message in report.get("diverged", {}).items():
+        lines.append(f"| {name} | diverged: {message} |" + " |" * 9)
     gap = report["gap_reduction"]
     lines.append("")
     lines.append(
