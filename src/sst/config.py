@@ -42,7 +42,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # final lr / peak lr for cosine and linear decay
     grad_clip: float = 1.0  # 0 disables clipping
     eval_every: int = 0  # 0: evaluate only at the end
-    eval_batches: int = 0  # 0: the whole validation split
+    eval_batches: int = 0  # batches per periodic evaluation, 0 = all; the final one always uses all
     log_every: int = 10
     save_every: int = 0  # 0: save only at the end
     keep_best: bool = True  # also keep best.pt by the task's selection metric
@@ -80,7 +80,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
+def check_value(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert (lists to tuples, ints to floats)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -98,7 +98,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _convert(value, option, key)
+                return check_value(value, option, key)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(f"{key}: {value!r} matches none of {[_type_name(a) for a in args]}")
@@ -110,9 +110,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(check_value(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
-        items = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
@@ -164,7 +164,7 @@ def from_dict(cls: type, data: Any, key: str = "") -> Any:
         if name in registries:
             kwargs[name] = _from_registry(registries[name], value, sub)
         else:
-            kwargs[name] = _convert(value, hints[name], sub)
+            kwargs[name] = check_value(value, hints[name], sub)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:

@@ -71,3 +71,11 @@ def test_convert_hugging_face_models_built_from_config(name):
     converted = [n for n, m in model.named_modules() if isinstance(m, sst.SpectralLinear)]
     assert any(n.endswith("q_proj") for n in converted) and any(n.endswith("fc1") or n.endswith("up_proj") for n in converted)
     assert not isinstance(model.get_output_embeddings(), sst.SpectralLinear)
+
+
+def test_python_configs_are_type_checked_too():
+    with pytest.raises(sst.ConfigError, match=r"method.rank: expected an integer, got '8'"):
+        sst.SSTConfig(rank="8")
+    with pytest.raises(sst.ConfigError, match=r"method.sampling: 'random' is not one of \['multinomial'"):
+        sst.SSTConfig(rank=8, sampling="random")
+    assert sst.GaLoreConfig(rank=4, scale=1).scale == 1.0 and isinstance(sst.GaLoreConfig(scale=1).scale, float)

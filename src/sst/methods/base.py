@@ -7,12 +7,14 @@ each optimizer step (re-sampling, merging, re-SVD, moment resets) and scales the
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from sst.config import ConfigError
+from sst.config import ConfigError, check_value
 from sst.methods.surgery import DEFAULT_EXCLUDE
 
 
@@ -25,6 +27,10 @@ class MethodConfig:
     exclude_modules: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
 
     def __post_init__(self):
+        # Python callers bypass the YAML loader: check every field's type here as well.
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, check_value(getattr(self, f.name), hints[f.name], f"method.{f.name}"))
         if not self.target_modules:
             raise ConfigError("method.target_modules: must name at least one pattern or 'all-linear'")
 
