@@ -7,7 +7,7 @@ import pytest
 
 from sst.data import translation as mt
 
-MULTI30K = Path("/work/shared/data/multi30k")
+MULTI30K = Path(__file__).resolve().parents[3] / "shared" / "data" / "multi30k"  # ../shared beside the repo
 
 
 def write(path: Path, lines: list[str]) -> None:
