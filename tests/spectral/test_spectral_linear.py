@@ -170,3 +170,18 @@ def test_meta_device_construction_allocates_nothing():
 def test_compose_matches_matrix_product():
     U, S, Vh = torch.randn(5, 3), torch.rand(3), torch.randn(3, 4)
     torch.testing.assert_close(compose(U, S, Vh), U @ torch.diag(S) @ Vh)
+
+
+def test_bf16_autocast_backward_runs_and_keeps_float32_gradients():
+    layer = SpectralLinear.from_dense(nn.Linear(16, 12), rank=4)
+    x = torch.randn(8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    y.float().pow(2).sum().backward()
+    for p in (layer.U_active, layer.Vh_active, layer.S):
+        assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+    reference = SpectralLinear.from_dense(layer.to_dense(), rank=4)
+    reference.set_active_(layer.active_idx)
+    reference(x).pow(2).sum().backward()
+    torch.testing.assert_close(layer.S.grad, reference.S.grad, rtol=0.1, atol=0.05)

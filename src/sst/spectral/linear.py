@@ -238,12 +238,17 @@ class _SpectralWeight(torch.autograd.Function):
     def backward(ctx, G):
         U_a, S, Vh_a, U_f, Vh_f = ctx.saved_tensors
         r = U_a.shape[1]
-        # Under CUDA autocast (restored by custom_bwd) these matmuls run in bf16 like the rest.
-        GV = G @ Vh_a.T  # (out, r)
-        UG = U_a.T @ G  # (r, in)
-        dS_a = (U_a * GV).sum(0)
-        dS_f = ((U_f.T @ G) * Vh_f).sum(1) if U_f.shape[1] else S.new_zeros(0)
-        dS = torch.cat([dS_a.to(S.dtype), dS_f.to(S.dtype)])
+        # Matmuls run in G's dtype (bf16 under autocast, on any device); the reductions that
+        # give dS accumulate in float32 so small singular-value gradients are not rounded away.
+        low, acc = G.dtype, torch.promote_types(S.dtype, torch.float32)
+        GV = G @ Vh_a.T.to(low)  # (out, r)
+        UG = U_a.T.to(low) @ G  # (r, in)
+        dS_a = (U_a.to(acc) * GV.to(acc)).sum(0)
+        if U_f.shape[1]:
+            dS_f = ((U_f.T.to(low) @ G).to(acc) * Vh_f.to(acc)).sum(1)
+        else:
+            dS_f = dS_a.new_zeros(0)
+        dS = torch.cat([dS_a, dS_f]).to(S.dtype)
         if ctx.enhanced:
             dU, dVh = GV, UG
         else:
