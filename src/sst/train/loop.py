@@ -171,7 +171,7 @@ def train(config: RunConfig, resume: bool | str = False) -> dict[str, Any]:
         lr *= method.lr_multiplier(state.step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        step_loss, step_units = 0.0, 0.0
+        loss_sum, step_units = torch.zeros((), device=device), 0.0
         for micro in range(tc.grad_accum):
             index = (state.step * tc.grad_accum + micro) * info.world_size + info.rank
             batch = move_to(task.train_batch(index), device)
@@ -179,8 +179,9 @@ def train(config: RunConfig, resume: bool | str = False) -> dict[str, Any]:
             with (contextlib.nullcontext() if sync else wrapped.no_sync()), _autocast(device, tc.dtype):
                 loss, units = task.loss(runner, batch)
             (loss / tc.grad_accum).backward()
-            step_loss += float(loss.detach()) * units
+            loss_sum += loss.detach().float() * units
             step_units += units
+        step_loss = float(loss_sum)  # one device sync per optimizer step (the NaN check needs it)
         if not distributed.all_true(math.isfinite(step_loss), info):
             optimizer.zero_grad(set_to_none=True)
             kept = find_checkpoint(run_dir / LAST)
