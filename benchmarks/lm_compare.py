@@ -18,22 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from sst.config import load_config, to_dict
+from sst.train.distributed import device_info
 from sst.train.compare import ALL_METHODS, run_comparison
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def environment(device: str) -> dict:
-    """Where the benchmark ran: device type and name, torch version."""
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    return {
-        "device": "cuda" if cuda else "cpu",
-        "device_name": torch.cuda.get_device_name() if cuda else "cpu",
-        "torch": torch.__version__,
-    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     overrides = ["train.progress=false", *args.overrides]
     config = load_config(args.config, overrides)
-    env = environment(config.train.device)
+    env = device_info(config.train.device)
     tag = args.tag or env["device"]
     model = config.task.model.replace("hf:", "hf-")
     start = time.perf_counter()

@@ -19,21 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from sst.config import load_config, to_dict
+from sst.train.distributed import device_info
 from sst.train.compare import ALL_METHODS, gap_reduction, run_comparison
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def environment(device: str) -> dict:
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    return {
-        "device": "cuda" if cuda else "cpu",
-        "device_name": torch.cuda.get_device_name() if cuda else "cpu",
-        "torch": torch.__version__,
-    }
 
 
 def width_summary(d: int, rank: int, report: dict, wall: float) -> dict:
@@ -99,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     widths = [int(w) for w in args.widths.split(",")]
     overrides = ["train.progress=false", *args.overrides]
     base = load_config(args.config, overrides)
-    env = environment(base.train.device)
+    env = device_info(base.train.device)
     tag = args.tag or env["device"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

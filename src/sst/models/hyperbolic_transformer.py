@@ -225,30 +225,10 @@ class HyboNetTransformer(Seq2Seq):
         tangent = self.dropout(embed(tokens).float() + self.positions[offset:end])
         return hm.expmap0(F.pad(tangent, (1, 0)), self.config.K)
 
-    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """src (B, S) token ids -> memory (B, S, d+1) points, src_mask (B, S) bool, True at real tokens."""
-        src_mask = src != self.config.pad_id
-        x = self._embed(self.src_embed, src)
-        for layer in self.encoder:
-            x = layer(x, src_mask)
-        return x, src_mask
+    def _encoder_output(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # memory points stay on the hyperboloid: (B, S, d+1)
 
-    def decode(
-        self,
-        tgt_in: torch.Tensor,
-        memory: torch.Tensor,
-        src_mask: torch.Tensor,
-        cache: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """tgt_in (B, T), memory (B, S, d+1), src_mask (B, S) -> logits (B, T, V).
-
-        Incremental decoding: pass the same ``cache`` dict (initially empty) on every call with only
-        the new target tokens; it fills with per-head key/value points (B, H, L, d_head+1).
-        """
-        offset = cache["0.self.k"].shape[2] if cache else 0
-        y = self._embed(self.tgt_embed, tgt_in, offset)
-        for layer in self.decoder:
-            y = layer(y, memory, src_mask, cache)
+    def _logits(self, y: torch.Tensor) -> torch.Tensor:
         with _float32(y.device):
             tangent = hm.logmap0(y.float(), self.config.K)[..., 1:]
         return self.output_proj(tangent)

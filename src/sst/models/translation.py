@@ -158,7 +158,37 @@ class DecoderLayer(nn.Module):
 
 
 class Seq2Seq(nn.Module):
-    """forward and decoding for any encoder-decoder that defines ``encode`` and ``decode``."""
+    """The encoder-decoder skeleton shared by the Euclidean and the Lorentz Transformer.
+
+    Subclasses provide ``_embed(embedding, tokens, offset)``, the ``encoder``/``decoder`` layer
+    lists, ``_encoder_output`` (final normalisation of the memory) and ``_logits``.
+    """
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """src (B, S) token ids -> memory (B, S, D) and src_mask (B, S) bool, True at real tokens."""
+        src_mask = src != self.config.pad_id
+        x = self._embed(self.src_embed, src)
+        for layer in self.encoder:
+            x = layer(x, src_mask)
+        return self._encoder_output(x), src_mask
+
+    def decode(
+        self,
+        tgt_in: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor,
+        cache: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """tgt_in (B, T), memory (B, S, D), src_mask (B, S) -> logits (B, T, V).
+
+        Incremental decoding: pass the same ``cache`` dict (initially empty) on every call with only
+        the new target tokens; it fills with per-layer keys/values (B, heads, L, ...), batch first.
+        """
+        offset = cache["0.self.k"].shape[2] if cache else 0
+        y = self._embed(self.tgt_embed, tgt_in, offset)
+        for layer in self.decoder:
+            y = layer(y, memory, src_mask, cache)
+        return self._logits(y)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """src (B, S), tgt_in (B, T) (starting with bos) -> logits (B, T, V) for the next tokens."""
@@ -218,30 +248,10 @@ class TranslationTransformer(Seq2Seq):
         x = embed(tokens) * math.sqrt(self.config.d_model) + self.positions[offset:end]
         return self.dropout(x)
 
-    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """src (B, S) token ids -> memory (B, S, d), src_mask (B, S) bool, True at real tokens."""
-        src_mask = src != self.config.pad_id
-        x = self._embed(self.src_embed, src)
-        for layer in self.encoder:
-            x = layer(x, src_mask)
-        return self.encoder_norm(x), src_mask
+    def _encoder_output(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder_norm(x)
 
-    def decode(
-        self,
-        tgt_in: torch.Tensor,
-        memory: torch.Tensor,
-        src_mask: torch.Tensor,
-        cache: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """tgt_in (B, T), memory (B, S, d), src_mask (B, S) -> logits (B, T, V).
-
-        Incremental decoding: pass the same ``cache`` dict (initially empty) on every call and only
-        the new target tokens; it fills with (B, heads, L, d_head) keys/values, batch first.
-        """
-        offset = cache["0.self.k"].shape[2] if cache else 0
-        y = self._embed(self.tgt_embed, tgt_in, offset)
-        for layer in self.decoder:
-            y = layer(y, memory, src_mask, cache)
+    def _logits(self, y: torch.Tensor) -> torch.Tensor:
         return self.output_proj(self.decoder_norm(y))
 
 

@@ -38,6 +38,16 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def device_info(device_name: str = "auto") -> dict[str, str]:
+    """Where a run or benchmark executes: {"device": "cuda"|"cpu", "device_name", "torch"}."""
+    cuda = resolve_device(device_name).type == "cuda"
+    return {
+        "device": "cuda" if cuda else "cpu",
+        "device_name": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__,
+    }
+
+
 def setup(device_name: str = "auto") -> DistInfo:
     """Initialise the process group when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
