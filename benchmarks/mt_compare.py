@@ -1,12 +1,16 @@
 """Multi30K de-en BLEU of full / LoRA / ReLoRA* / GaLore / SST at several widths, r = d/8.
 
-For each width d the preset's Transformer is trained by every method with
-``sst.train.compare.run_comparison`` (identical data order, seed and step budget), and scored by
-greedy-decoding BLEU on val and test_2016_flickr; the gap reduction per width is SST-SPEC
-section 8's (best of LoRA/ReLoRA* - SST) / (best of LoRA/ReLoRA* - full) on BLEU. Results go to
-benchmarks/results/mt_compare_<device>.{json,md}, rewritten after every width.
+For each geometry (Euclidean Transformer, Lorentz HyboNet Transformer) and width d the preset's
+model is trained by every method with ``sst.train.compare.run_comparison`` (identical data order,
+seed and step budget), and scored by greedy-decoding BLEU on val and test_2016_flickr; the gap
+reduction per row is SST-SPEC section 8's (best of LoRA/ReLoRA* - SST) / (best of LoRA/ReLoRA* -
+full) on BLEU. With two geometries the report adds hyperbolic - Euclidean BLEU per method and
+width. Results go to benchmarks/results/mt_compare_<tag>.{json,md}, rewritten after every row.
+Finished runs under --runs are reused, so a comparison can be split over processes and merged by
+re-running the whole command.
 
-    python benchmarks/mt_compare.py                                  # d = 64, 128, 256
+    python benchmarks/mt_compare.py                                  # Euclidean, d = 64, 128, 256
+    python benchmarks/mt_compare.py --geometries euclidean,lorentz   # hyperbolic vs Euclidean
     python benchmarks/mt_compare.py --widths 64 train.steps=300      # a reduced run
 """
 
@@ -19,16 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-
 from sst.config import load_config, to_dict
-from sst.train.distributed import device_info
 from sst.train.compare import ALL_METHODS, gap_reduction, run_comparison
+from sst.train.distributed import device_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def width_summary(d: int, rank: int, report: dict, wall: float) -> dict:
-    """One width's scores per method and its gap reductions on val and test BLEU."""
+def width_summary(d: int, rank: int, geometry: str, report: dict, wall: float) -> dict:
+    """One (geometry, width)'s scores per method and its gap reductions on val and test BLEU."""
     rows = {}
     for r in report["runs"]:
         rows[r["method"]] = {
@@ -41,7 +44,37 @@ def width_summary(d: int, rank: int, report: dict, wall: float) -> dict:
         split: gap_reduction({m: v[f"{split}_bleu"] for m, v in rows.items()}, True)
         for split in ("val", "test")
     }
-    return {"d_model": d, "rank": rank, "methods": rows, "gap_reduction": gaps, "wall_seconds": wall}
+    return {"d_model": d, "rank": rank, "geometry": geometry, "methods": rows, "gap_reduction": gaps,
+            "wall_seconds": wall}
+
+
+def geometry_deltas(widths: list[dict]) -> list[dict]:
+    """Lorentz - Euclidean val/test BLEU per width and method, where both geometries ran."""
+    by_key = {(w["geometry"], w["d_model"]): w for w in widths}
+    deltas = []
+    for (geometry, d), hyp in by_key.items():
+        euc = by_key.get(("euclidean", d))
+        if geometry != "lorentz" or euc is None:
+            continue
+        for split in ("val", "test"):
+            key = f"{split}_bleu"
+            deltas.append({"d_model": d, "split": split, "delta": {
+                m: hyp["methods"][m][key] - euc["methods"][m][key]
+                for m in ALL_METHODS if m in hyp["methods"] and m in euc["methods"]
+            }})
+    return deltas
+
+
+def average_gaps(widths: list[dict]) -> dict:
+    """Mean gap reduction per geometry and split over the widths where it is defined."""
+    out: dict = {}
+    for geometry in dict.fromkeys(w["geometry"] for w in widths):
+        out[geometry] = {}
+        for split in ("val", "test"):
+            gaps = [w["gap_reduction"][split] for w in widths
+                    if w["geometry"] == geometry and w["gap_reduction"][split] is not None]
+            out[geometry][split] = statistics.fmean(gaps) if gaps else None
+    return out
 
 
 def pct(gap: float | None) -> str:
@@ -50,17 +83,19 @@ def pct(gap: float | None) -> str:
 
 def markdown(report: dict) -> str:
     s = report["settings"]
+    names = {"euclidean": "Euclidean", "lorentz": "Lorentz"}
     lines = [
         f"# Multi30K de-en BLEU, r = d/8, {report['device_name']}",
         "",
         (f"{s['steps']} steps per run (max {s['max_tokens']} padded tokens per batch, "
          f"~{report['epochs']:.1f} epochs), lr {s['lr']:g} {s['schedule']} with {s['warmup']} warm-up, "
-         f"{s['n_layers']}+{s['n_layers']} layers, greedy decoding, BLEU on "
+         f"{s['n_layers']}+{s['n_layers']} layers, joint BPE vocabulary {s.get('vocab_size', '?')}, "
+         f"dropout {s.get('dropout', '?')}, greedy decoding, BLEU on "
          f"{'all' if not s['bleu_max_sentences'] else s['bleu_max_sentences']} sentences of each split, "
          f"model from the last step. Wall time {report['wall_seconds']:.0f} s; torch {report['torch']}."),
         "",
-        "| d | r | split | full | LoRA | ReLoRA* | GaLore | SST | gap reduction |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| geometry | d | r | split | full | LoRA | ReLoRA* | GaLore | SST | gap reduction |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in report["widths"]:
         for split in ("val", "test"):
@@ -68,11 +103,18 @@ def markdown(report: dict) -> str:
                 f"{w['methods'][m][f'{split}_bleu']:.2f}" if m in w["methods"] else "-"
                 for m in ALL_METHODS
             ]
-            lines.append(f"| {w['d_model']} | {w['rank']} | {split} | " + " | ".join(cells)
-                         + f" | {pct(w['gap_reduction'][split])} |")
-    for split in ("val", "test"):
-        lines.append("")
-        lines.append(f"Average {split} BLEU gap reduction: {pct(report['average_gap_reduction'][split])}")
+            lines.append(f"| {names[w['geometry']]} | {w['d_model']} | {w['rank']} | {split} | "
+                         + " | ".join(cells) + f" | {pct(w['gap_reduction'][split])} |")
+    lines.append("")
+    for geometry, gaps in report["average_gap_reduction"].items():
+        lines.append(f"Average BLEU gap reduction, {names[geometry]}: val {pct(gaps['val'])}, "
+                     f"test {pct(gaps['test'])}")
+    if report["geometry_deltas"]:
+        lines += ["", "Hyperbolic minus Euclidean BLEU (same method, width and budget):", "",
+                  "| d | split | full | LoRA | ReLoRA* | GaLore | SST |", "|---|---|---|---|---|---|---|"]
+        for row in report["geometry_deltas"]:
+            cells = [f"{row['delta'][m]:+.2f}" if m in row["delta"] else "-" for m in ALL_METHODS]
+            lines.append(f"| {row['d_model']} | {row['split']} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{report['command']}`"]
     return "\n".join(lines) + "\n"
 
@@ -82,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--config", default="mt-multi30k", help="preset name or YAML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides applied to every width")
     p.add_argument("--widths", default="64,128,256")
+    p.add_argument("--geometries", default="", help="e.g. euclidean,lorentz (default: the preset's)")
     p.add_argument("--methods", default=",".join(ALL_METHODS))
     p.add_argument("--runs", default="runs/bench/mt_compare", help="folder for the training runs")
     p.add_argument("--out", default=str(RESULTS), help="folder for the filed results")
@@ -90,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     widths = [int(w) for w in args.widths.split(",")]
     overrides = ["train.progress=false", *args.overrides]
     base = load_config(args.config, overrides)
+    geometries = args.geometries.split(",") if args.geometries else [base.task.geometry]
     env = device_info(base.train.device)
     tag = args.tag or env["device"]
     out = Path(args.out)
@@ -103,28 +147,29 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"steps": tc.steps, "lr": tc.lr, "schedule": tc.schedule,
                      "warmup": tc.warmup_steps or tc.warmup_ratio, "max_tokens": base.task.max_tokens,
                      "n_layers": base.task.n_layers, "bleu_max_sentences": base.task.bleu_max_sentences,
-                     "beam_size": base.task.beam_size},
+                     "beam_size": base.task.beam_size, "vocab_size": base.task.vocab_size,
+                     "dropout": base.task.dropout},
         "steps": tc.steps, "widths": [], "resolved_configs": {},
     }
-    for d in widths:
-        rank = max(1, d // 8)
-        config = load_config(args.config, overrides + [f"task.d_model={d}", f"method.rank={rank}"])
-        t0 = time.perf_counter()
-        result = run_comparison(config, args.methods.split(","), Path(args.runs) / f"d{d}", rank=rank)
-        report["widths"].append(width_summary(d, rank, result, time.perf_counter() - t0))
-        report["resolved_configs"][str(d)] = to_dict(config)
-        task = result["runs"][0]["task"]
-        report["train_tokens_per_epoch"] = task["train_tokens"]
-        report["epochs"] = tc.steps / task["train_batches_per_epoch"]
-        report["wall_seconds"] = time.perf_counter() - start
-        report["average_gap_reduction"] = {
-            split: (statistics.fmean(g) if (g := [w["gap_reduction"][split] for w in report["widths"]
-                                                  if w["gap_reduction"][split] is not None]) else None)
-            for split in ("val", "test")
-        }
-        (out / f"mt_compare_{tag}.json").write_text(json.dumps(report, indent=2))
-        (out / f"mt_compare_{tag}.md").write_text(markdown(report))
-        print(markdown(report), flush=True)
+    for geometry in geometries:
+        for d in widths:
+            rank = max(1, d // 8)
+            config = load_config(args.config, overrides + [
+                f"task.geometry={geometry}", f"task.d_model={d}", f"method.rank={rank}"])
+            t0 = time.perf_counter()
+            result = run_comparison(config, args.methods.split(","), Path(args.runs) / geometry / f"d{d}",
+                                    rank=rank)
+            report["widths"].append(width_summary(d, rank, geometry, result, time.perf_counter() - t0))
+            report["resolved_configs"][f"{geometry}/{d}"] = to_dict(config)
+            task = result["runs"][0]["task"]
+            report["train_tokens_per_epoch"] = task["train_tokens"]
+            report["epochs"] = tc.steps / task["train_batches_per_epoch"]
+            report["wall_seconds"] = time.perf_counter() - start
+            report["average_gap_reduction"] = average_gaps(report["widths"])
+            report["geometry_deltas"] = geometry_deltas(report["widths"])
+            (out / f"mt_compare_{tag}.json").write_text(json.dumps(report, indent=2))
+            (out / f"mt_compare_{tag}.md").write_text(markdown(report))
+            print(markdown(report), flush=True)
     return report
 
 

@@ -59,16 +59,27 @@ def test_lm_compare_files_report(tmp_path):
     assert stem.with_suffix(".png").stat().st_size > 1000
 
 
-def test_mt_compare_reports_gap_per_width(tmp_path):
+def test_mt_compare_reports_gap_per_geometry_and_width(tmp_path):
     report = load("mt_compare").main([
         "--config", "tiny/translation", "--widths", "16", "--methods", "full,lora,sst",
-        "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+        "--geometries", "euclidean,lorentz", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
         f"task.cache_dir={tmp_path}", "train.steps=2", "task.bleu_max_sentences=5",
     ])
     saved = json.loads((tmp_path / "out" / "mt_compare_cpu.json").read_text())
-    (width,) = saved["widths"]
-    assert width["d_model"] == 16 and width["rank"] == 2
-    assert set(width["methods"]) == {"full", "lora", "sst"}
-    assert all(0.0 <= m["test_bleu"] <= 100.0 for m in width["methods"].values())
-    assert set(width["gap_reduction"]) == {"val", "test"} and report["steps"] == 2
-    assert "| 16 | 2 | test |" in (tmp_path / "out" / "mt_compare_cpu.md").read_text()
+    euclidean, lorentz = saved["widths"]
+    assert (euclidean["geometry"], lorentz["geometry"]) == ("euclidean", "lorentz")
+    assert saved["resolved_configs"]["lorentz/16"]["task"]["geometry"] == "lorentz"
+    for width in (euclidean, lorentz):
+        assert width["d_model"] == 16 and width["rank"] == 2
+        assert set(width["methods"]) == {"full", "lora", "sst"}
+        assert all(0.0 <= m["test_bleu"] <= 100.0 for m in width["methods"].values())
+        assert set(width["gap_reduction"]) == {"val", "test"} and report["steps"] == 2
+    assert (tmp_path / "runs" / "lorentz" / "d16" / "sst" / "results.json").is_file()
+    assert set(saved["average_gap_reduction"]) == {"euclidean", "lorentz"}
+    deltas = {row["split"]: row["delta"] for row in saved["geometry_deltas"]}
+    for split in ("val", "test"):
+        for m in ("full", "lora", "sst"):
+            expected = lorentz["methods"][m][f"{split}_bleu"] - euclidean["methods"][m][f"{split}_bleu"]
+            assert deltas[split][m] == pytest.approx(expected)
+    text = (tmp_path / "out" / "mt_compare_cpu.md").read_text()
+    assert "| Lorentz | 16 | 2 | test |" in text and "Hyperbolic minus Euclidean" in text

@@ -5,12 +5,13 @@ import math
 import pytest
 import torch
 
-from sst.config import ConfigError, from_dict
+from sst.config import ConfigError, build_config, from_dict
 from sst.tasks.translation import (
     TranslationTask,
     TranslationTaskConfig,
     corpus_bleu,
 )
+from sst.train.loop import train
 
 pytest.importorskip("sacrebleu")
 
@@ -125,3 +126,20 @@ def test_loss_training_and_metrics(task):
         task.config.beam_size = 1
     assert beam["val_bleu"] > before["val_bleu"] + 15.0
     assert task.describe()["sentences"] == {"train": 2000, "val": 100, "test": 100}
+
+
+def test_bleu_off_selects_and_reports_on_loss(tmp_path):
+    config = tiny_config(tmp_path, eval_bleu=False)
+    task = TranslationTask(config, seed=0, run_dir=tmp_path / "run")
+    assert (task.selection_metric, task.report_metric, task.higher_is_better) == ("val_loss", "test_loss", False)
+    run = {
+        "task": {"name": "translation", **{k: getattr(config, k) for k in (
+            "data", "data_dir", "cache_dir", "vocab_size", "d_model", "n_layers", "n_heads", "dropout",
+            "max_tokens", "max_len", "eval_bleu")}},
+        "method": {"name": "full"},
+        "train": {"steps": 2, "lr": 1e-3, "warmup_steps": 1, "eval_batches": 1, "progress": False},
+        "out_dir": str(tmp_path / "run"),
+    }  # fmt: skip
+    results = train(build_config(run))
+    assert results["metric"] == "test_loss" and not results["higher_is_better"]
+    assert results["test_loss"] > 0 and not any("bleu" in key for key in results)

@@ -117,6 +117,8 @@ class TranslationTask(Task):
 
     def __init__(self, config: TranslationTaskConfig, seed: int, run_dir: Path):
         super().__init__(config, seed, run_dir)
+        if not config.eval_bleu:  # select and report on loss when BLEU is switched off
+            self.selection_metric, self.report_metric, self.higher_is_better = "val_loss", "test_loss", False
         cache_dir = Path(config.cache_dir) if config.cache_dir else mt_data.default_cache_dir()
         if config.data == "synthetic":
             corpus_dir = mt_data.write_synthetic_corpus(
