@@ -30,22 +30,39 @@ from sst.train.distributed import device_info
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def width_summary(d: int, rank: int, geometry: str, report: dict, wall: float) -> dict:
-    """One (geometry, width)'s scores per method and its gap reductions on val and test BLEU."""
+def bleu_gap(scores: dict[str, float], min_gap: float) -> tuple[float | None, float | None]:
+    """(gap reduction, full - best of LoRA/ReLoRA*) on BLEU; the ratio is None (undefined) when
+    full-rank leads the best low-rank baseline by less than ``min_gap`` BLEU, where it would be
+    noise divided by noise."""
+    low = [scores[m] for m in ("lora", "relora") if m in scores]
+    if not low or "full" not in scores or "sst" not in scores:
+        return None, None
+    lead = scores["full"] - max(low)
+    return (gap_reduction(scores, True) if lead >= min_gap else None), lead
+
+
+def width_summary(d: int, rank: int, geometry: str, report: dict, wall: float, min_gap: float = 0.0) -> dict:
+    """One (geometry, width)'s scores per method and its gap reductions on val and test BLEU
+    (undefined where full-rank leads by less than ``min_gap`` BLEU) and perplexity."""
     rows = {}
     for r in report["runs"]:
         rows[r["method"]] = {
             "val_bleu": r.get("val_bleu"), "test_bleu": r.get("test_bleu"), "val_loss": r["val_loss"],
-            "test_loss": r.get("test_loss"), "trainable_params": r["trainable_params"],
+            "test_loss": r.get("test_loss"), "val_ppl": r.get("val_ppl"), "test_ppl": r.get("test_ppl"),
+            "trainable_params": r["trainable_params"],
             "optimizer_state_bytes": r["optimizer_state_bytes"], "train_seconds": r["train_seconds"],
             "tokens_per_second": r["tokens_per_second"], "svd_seconds": r["svd_seconds"],
         }
-    gaps = {
-        split: gap_reduction({m: v[f"{split}_bleu"] for m, v in rows.items()}, True)
+    bleu = {split: bleu_gap({m: v[f"{split}_bleu"] for m, v in rows.items()}, min_gap) for split in ("val", "test")}
+    gaps = {split: gap for split, (gap, _) in bleu.items()}
+    # perplexity moves long before BLEU does: the steadier signal at small budgets
+    ppl_gaps = {
+        split: gap_reduction({m: v[f"{split}_ppl"] for m, v in rows.items()}, False)
         for split in ("val", "test")
     }
     return {"d_model": d, "rank": rank, "geometry": geometry, "methods": rows, "gap_reduction": gaps,
-            "wall_seconds": wall}
+            "full_bleu_lead": {split: lead for split, (_, lead) in bleu.items()},
+            "ppl_gap_reduction": ppl_gaps, "wall_seconds": wall}
 
 
 def geometry_deltas(widths: list[dict]) -> list[dict]:
@@ -65,20 +82,22 @@ def geometry_deltas(widths: list[dict]) -> list[dict]:
     return deltas
 
 
-def average_gaps(widths: list[dict]) -> dict:
-    """Mean gap reduction per geometry and split over the widths where it is defined."""
+def average_gaps(widths: list[dict], key: str = "gap_reduction") -> dict:
+    """Mean of ``key`` (BLEU or perplexity gap reduction) per geometry and split over the widths
+    where it is defined."""
     out: dict = {}
     for geometry in dict.fromkeys(w["geometry"] for w in widths):
         out[geometry] = {}
         for split in ("val", "test"):
-            gaps = [w["gap_reduction"][split] for w in widths
-                    if w["geometry"] == geometry and w["gap_reduction"][split] is not None]
+            gaps = [w[key][split] for w in widths if w["geometry"] == geometry and w[key][split] is not None]
             out[geometry][split] = statistics.fmean(gaps) if gaps else None
     return out
 
 
-def pct(gap: float | None) -> str:
-    return f"{100 * gap:.1f}%" if gap is not None else "n/a"
+def pct(gap: float | None, lead: float | None = None) -> str:
+    if gap is not None:
+        return f"{100 * gap:.1f}%"
+    return f"n/a (full leads by {lead:.2f})" if lead is not None else "n/a"
 
 
 def markdown(report: dict) -> str:
@@ -92,7 +111,11 @@ def markdown(report: dict) -> str:
          f"{s['n_layers']}+{s['n_layers']} layers, joint BPE vocabulary {s.get('vocab_size', '?')}, "
          f"dropout {s.get('dropout', '?')}, greedy decoding, BLEU on "
          f"{'all' if not s['bleu_max_sentences'] else s['bleu_max_sentences']} sentences of each split, "
-         f"model from the last step. Wall time {report['wall_seconds']:.0f} s; torch {report['torch']}."),
+         f"model from the last step. Training time {report['train_seconds_total']:.0f} s summed over "
+         f"the runs (wall time of this call {report['wall_seconds']:.0f} s); torch {report['torch']}."),
+        "",
+        (f"BLEU gap reductions are left undefined (n/a) where full-rank leads the best of LoRA/ReLoRA* "
+         f"by less than {s['min_bleu_lead']:g} BLEU; averages are over the defined ones."),
         "",
         "| geometry | d | r | split | full | LoRA | ReLoRA* | GaLore | SST | gap reduction |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -104,11 +127,19 @@ def markdown(report: dict) -> str:
                 for m in ALL_METHODS
             ]
             lines.append(f"| {names[w['geometry']]} | {w['d_model']} | {w['rank']} | {split} | "
-                         + " | ".join(cells) + f" | {pct(w['gap_reduction'][split])} |")
+                         + " | ".join(cells) + f" | {pct(w['gap_reduction'][split], w['full_bleu_lead'][split])} |")
+    lines += ["", "Test perplexity (unsmoothed) and its gap reduction:", "",
+              "| geometry | d | full | LoRA | ReLoRA* | GaLore | SST | gap reduction |",
+              "|---|---|---|---|---|---|---|---|"]
+    for w in report["widths"]:
+        cells = [f"{w['methods'][m]['test_ppl']:.1f}" if m in w["methods"] else "-" for m in ALL_METHODS]
+        lines.append(f"| {names[w['geometry']]} | {w['d_model']} | " + " | ".join(cells)
+                     + f" | {pct(w['ppl_gap_reduction']['test'])} |")
     lines.append("")
     for geometry, gaps in report["average_gap_reduction"].items():
-        lines.append(f"Average BLEU gap reduction, {names[geometry]}: val {pct(gaps['val'])}, "
-                     f"test {pct(gaps['test'])}")
+        ppl = report["average_ppl_gap_reduction"][geometry]
+        lines.append(f"Average gap reduction, {names[geometry]}: BLEU val {pct(gaps['val'])}, "
+                     f"test {pct(gaps['test'])}; perplexity val {pct(ppl['val'])}, test {pct(ppl['test'])}")
     if report["geometry_deltas"]:
         lines += ["", "Hyperbolic minus Euclidean BLEU (same method, width and budget):", "",
                   "| d | split | full | LoRA | ReLoRA* | GaLore | SST |", "|---|---|---|---|---|---|---|"]
@@ -129,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--runs", default="runs/bench/mt_compare", help="folder for the training runs")
     p.add_argument("--out", default=str(RESULTS), help="folder for the filed results")
     p.add_argument("--tag", default="", help="file-name suffix (default: cuda or cpu)")
+    p.add_argument("--min-bleu-lead", type=float, default=0.5,
+                   help="BLEU by which full-rank must lead the low-rank baselines for a BLEU gap reduction")
     args = p.parse_args(argv)
     widths = [int(w) for w in args.widths.split(",")]
     overrides = ["train.progress=false", *args.overrides]
@@ -147,8 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"steps": tc.steps, "lr": tc.lr, "schedule": tc.schedule,
                      "warmup": tc.warmup_steps or tc.warmup_ratio, "max_tokens": base.task.max_tokens,
                      "n_layers": base.task.n_layers, "bleu_max_sentences": base.task.bleu_max_sentences,
-                     "beam_size": base.task.beam_size, "vocab_size": base.task.vocab_size,
-                     "dropout": base.task.dropout},
+                     "beam_size": base.task.beam_size, "min_bleu_lead": args.min_bleu_lead,
+                     "vocab_size": base.task.vocab_size, "dropout": base.task.dropout},
         "steps": tc.steps, "widths": [], "resolved_configs": {},
     }
     for geometry in geometries:
@@ -159,13 +192,17 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             result = run_comparison(config, args.methods.split(","), Path(args.runs) / geometry / f"d{d}",
                                     rank=rank)
-            report["widths"].append(width_summary(d, rank, geometry, result, time.perf_counter() - t0))
+            report["widths"].append(
+                width_summary(d, rank, geometry, result, time.perf_counter() - t0, args.min_bleu_lead))
             report["resolved_configs"][f"{geometry}/{d}"] = to_dict(config)
             task = result["runs"][0]["task"]
             report["train_tokens_per_epoch"] = task["train_tokens"]
             report["epochs"] = tc.steps / task["train_batches_per_epoch"]
             report["wall_seconds"] = time.perf_counter() - start
+            report["train_seconds_total"] = sum(
+                m["train_seconds"] for w in report["widths"] for m in w["methods"].values())
             report["average_gap_reduction"] = average_gaps(report["widths"])
+            report["average_ppl_gap_reduction"] = average_gaps(report["widths"], "ppl_gap_reduction")
             report["geometry_deltas"] = geometry_deltas(report["widths"])
             (out / f"mt_compare_{tag}.json").write_text(json.dumps(report, indent=2))
             (out / f"mt_compare_{tag}.md").write_text(markdown(report))

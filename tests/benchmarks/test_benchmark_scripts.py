@@ -74,8 +74,11 @@ def test_mt_compare_reports_gap_per_geometry_and_width(tmp_path):
         assert set(width["methods"]) == {"full", "lora", "sst"}
         assert all(0.0 <= m["test_bleu"] <= 100.0 for m in width["methods"].values())
         assert set(width["gap_reduction"]) == {"val", "test"} and report["steps"] == 2
+        ppl = {m: v["test_ppl"] for m, v in width["methods"].items()}
+        expected = (ppl["lora"] - ppl["sst"]) / (ppl["lora"] - ppl["full"])  # LoRA is the only low-rank baseline
+        assert width["ppl_gap_reduction"]["test"] == pytest.approx(expected)
     assert (tmp_path / "runs" / "lorentz" / "d16" / "sst" / "results.json").is_file()
-    assert set(saved["average_gap_reduction"]) == {"euclidean", "lorentz"}
+    assert set(saved["average_gap_reduction"]) == set(saved["average_ppl_gap_reduction"]) == {"euclidean", "lorentz"}
     deltas = {row["split"]: row["delta"] for row in saved["geometry_deltas"]}
     for split in ("val", "test"):
         for m in ("full", "lora", "sst"):
@@ -83,3 +86,12 @@ def test_mt_compare_reports_gap_per_geometry_and_width(tmp_path):
             assert deltas[split][m] == pytest.approx(expected)
     text = (tmp_path / "out" / "mt_compare_cpu.md").read_text()
     assert "| Lorentz | 16 | 2 | test |" in text and "Hyperbolic minus Euclidean" in text
+
+
+def test_mt_compare_bleu_gap_needs_a_full_rank_lead():
+    bleu_gap = load("mt_compare").bleu_gap
+    scores = {"full": 5.0, "lora": 1.0, "relora": 2.0, "sst": 3.0}
+    gap, lead = bleu_gap(scores, min_gap=0.5)
+    assert gap == pytest.approx((2.0 - 3.0) / (2.0 - 5.0)) and lead == pytest.approx(3.0)
+    assert bleu_gap(scores, min_gap=4.0) == (None, pytest.approx(3.0))  # noise over noise: undefined
+    assert bleu_gap({"full": 1.0, "sst": 0.5}, min_gap=0.0) == (None, None)
