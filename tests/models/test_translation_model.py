@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from copytask import BOS, EOS, PAD, copy_batch
 from torch import nn
 
 from sst.models.translation import (
@@ -11,8 +12,6 @@ from sst.models.translation import (
     greedy_decode,
     label_smoothed_cross_entropy,
 )
-
-PAD, BOS, EOS = 0, 1, 2
 
 
 def tiny_config(**overrides) -> TranslationConfig:
@@ -24,20 +23,6 @@ def tiny_config(**overrides) -> TranslationConfig:
 def random_model(seed: int = 0, **overrides) -> TranslationTransformer:
     torch.manual_seed(seed)
     return TranslationTransformer(tiny_config(**overrides)).eval()
-
-
-def copy_batch(generator: torch.Generator, batch: int = 64) -> dict[str, torch.Tensor]:
-    """Random sentences of 2-6 symbols (ids 4-11): target = source."""
-    lengths = torch.randint(2, 7, (batch,), generator=generator)
-    src = torch.full((batch, 7), PAD)
-    tgt_in = torch.full((batch, 7), PAD)
-    tgt_out = torch.full((batch, 7), PAD)
-    for i, n in enumerate(lengths.tolist()):
-        words = torch.randint(4, 12, (n,), generator=generator)
-        src[i, :n], src[i, n] = words, EOS
-        tgt_in[i, 0], tgt_in[i, 1 : n + 1] = BOS, words
-        tgt_out[i, :n], tgt_out[i, n] = words, EOS
-    return {"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out}
 
 
 @pytest.fixture(scope="module")
