@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from sst.config import load_config, to_dict
-from sst.train.compare import ALL_METHODS, gap_reduction, run_comparison
+from sst.train.compare import ALL_METHODS, gap_reduction, methods_with_role, run_comparison
 from sst.train.distributed import device_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -34,10 +34,11 @@ def bleu_gap(scores: dict[str, float], min_gap: float) -> tuple[float | None, fl
     """(gap reduction, full - best of LoRA/ReLoRA*) on BLEU; the ratio is None (undefined) when
     full-rank leads the best low-rank baseline by less than ``min_gap`` BLEU, where it would be
     noise divided by noise."""
-    low = [scores[m] for m in ("lora", "relora") if m in scores]
-    if not low or "full" not in scores or "sst" not in scores:
+    low = [scores[m] for m in methods_with_role("baseline", scores)]
+    reference, subject = methods_with_role("reference", scores), methods_with_role("subject", scores)
+    if not low or not reference or not subject:
         return None, None
-    lead = scores["full"] - max(low)
+    lead = scores[reference[0]] - max(low)
     return (gap_reduction(scores, True) if lead >= min_gap else None), lead
 
 

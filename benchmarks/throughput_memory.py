@@ -1,8 +1,8 @@
 """Step time, throughput and memory of full / LoRA / ReLoRA* / GaLore / SST on one LLaMA model.
 
 Every method trains the same preset at the same rank (default r = d/8) on random token batches,
-built through the loop's own code paths (``build_method(cfg).prepare_model``,
-``method.build_optimizer``, ``method.after_step`` after every optimizer step). Each method's
+each step through the training loop's own ``train_step`` (lr schedule x method multiplier,
+clipping, optimizer, ``method.after_step``). Each method's
 interval (SST re-sampling, ReLoRA* merge, GaLore projector update) fires once per ``--interval``
 steps, so one event falls inside the timed window; SST's re-SVD (once per round of ceil(k / r)
 iterations) is timed on its own and amortised over its real period. Issue targets: SST step time
@@ -21,22 +21,26 @@ import math
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from sst.methods import METHOD_CONFIGS, build_method
+from sst.build import BuiltRun
+from sst.config import RunConfig, build_config, to_dict
+from sst.methods import build_method
 from sst.methods.sst import SSTMethod
 from sst.models.llama import LLAMA_PRESETS, build_llama
-from sst.tasks.lm import LMTask, LMTaskConfig
-from sst.train.loop import _autocast
+from sst.registry import METHODS
+from sst.tasks.lm import LMTask
+from sst.train.compare import ALL_METHODS, method_config
+from sst.train.distributed import DistInfo
+from sst.train.loop import open_run, train_step
 from sst.train.memory import count_parameters, memory_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("full", "lora", "relora", "galore", "sst")
-INTERVAL_KEYS = {"sst": "resample_every", "relora": "reset_every", "galore": "proj_update_every"}
 BLOCKS = "layers."  # parameter-name prefix of the transformer blocks (the target layers)
 
 
@@ -55,56 +59,58 @@ def block_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int
     return total
 
 
-def measure(name: str, args, device: torch.device) -> dict:
-    """Build, warm up and time one method; everything it allocates is freed on return."""
+def run_config(name: str, args, device: torch.device) -> RunConfig:
+    """The loop's config for one method: constant lr, clipping at 1, one event per ``--interval``."""
     d = LLAMA_PRESETS[args.model]["d_model"]
-    rank = args.rank or d // 8
-    fields = {"name": name}
-    if name != "full":
-        fields["rank"] = rank
-    if name in INTERVAL_KEYS:
-        fields[INTERVAL_KEYS[name]] = args.interval
-    cfg = METHOD_CONFIGS[name](**fields)
+    base = METHODS.config_class("sst")(rank=args.rank or d // 8, resample_every=args.interval)
+    return build_config({
+        "task": {"name": "lm", "model": args.model, "seq_len": args.seq_len, "batch_size": args.batch_size,
+                 "vocab_size": args.vocab_size},
+        "method": to_dict(method_config(base, name, base.rank)),
+        "train": {"steps": args.warmup + args.steps, "lr": args.lr, "schedule": "constant", "grad_clip": 1.0,
+                  "log_every": 10**9, "progress": False, "device": str(device), "keep_best": False},
+        "seed": args.seed,
+    })
+
+
+def measure(name: str, args, device: torch.device) -> dict:
+    """Build, warm up and time one method through the loop's ``train_step``; all is freed on return."""
+    config = run_config(name, args, device)
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     base_alloc = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     model = build_llama(args.model, args.vocab_size, max_seq_len=args.seq_len)
-    method = build_method(cfg, args.seed)
-    model = method.prepare_model(model).to(device)
-    optimizer = method.build_optimizer(model, args.lr, 0.0, (0.9, 0.999), 1e-8)
-    task = LMTask(LMTaskConfig(model=args.model, seq_len=args.seq_len, batch_size=args.batch_size,
-                               vocab_size=args.vocab_size), args.seed, Path("."))
+    method = build_method(config.method, args.seed)
+    built = BuiltRun(LMTask(config.task, args.seed, Path(".")), method.prepare_model(model), method)
     gen = torch.Generator().manual_seed(args.seed)
     batches = [torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len + 1), generator=gen)
                for _ in range(4)]
-    batches = [{"input_ids": b[:, :-1].to(device), "labels": b[:, 1:].to(device)} for b in batches]
+    batches = [{"input_ids": b[:, :-1], "labels": b[:, 1:]} for b in batches]
     step_times: list[float] = []
     losses: list[float] = []
     events = 0
-    for step in range(args.warmup + args.steps):
-        sync(device)
-        start = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * method.lr_multiplier(step)
-        with _autocast(device, "auto"):
-            loss, _ = task.loss(model, batches[step % len(batches)])
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        happened = method.after_step(model, optimizer, step + 1)
-        sync(device)
-        if step >= args.warmup:
-            step_times.append(time.perf_counter() - start)
-            losses.append(float(loss.detach()))
-            events += bool(happened) or (name == "galore" and (step + 1) % args.interval == 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        config.out_dir = tmp
+        run = open_run(config, DistInfo(device=device), built=built)
+        for step in range(args.warmup + args.steps):
+            sync(device)
+            start = time.perf_counter()
+            result = train_step(run, batch_for=lambda index: batches[index % len(batches)])
+            sync(device)
+            if step >= args.warmup:
+                step_times.append(time.perf_counter() - start)
+                losses.append(result.loss_sum / result.units)
+                events += bool(result.events)
+        run.logger.close()
+    model, optimizer = run.model, run.optimizer
     mem = memory_report(model, optimizer)
     trainable, total = count_parameters(model)
     peak = torch.cuda.max_memory_allocated(device) - base_alloc if device.type == "cuda" else 0
     mean_s = statistics.fmean(step_times)
     row = {
-        "method": name, "rank": fields.get("rank"), "trainable_params": trainable, "total_params": total,
+        "method": name, "rank": getattr(config.method, "rank", None), "trainable_params": trainable,
+        "total_params": total,
         "step_ms_mean": 1e3 * mean_s, "step_ms_median": 1e3 * statistics.median(step_times),
         "step_ms_max": 1e3 * max(step_times), "events_in_window": events,
         "tokens_per_second": args.batch_size * args.seq_len / mean_s,
@@ -117,13 +123,13 @@ def measure(name: str, args, device: torch.device) -> dict:
         sync(device)
         start = time.perf_counter()
         for layer in layers:
-            layer.resvd_(getattr(torch, cfg.svd_dtype))
+            layer.resvd_(getattr(torch, config.method.svd_dtype))
         sync(device)
         period = args.interval * math.ceil(layers[0].k / layers[0].rank)
         row["resvd_all_layers_ms"] = 1e3 * (time.perf_counter() - start)
         row["resvd_period_steps"] = period
         row["step_ms_with_amortised_resvd"] = row["step_ms_mean"] + row["resvd_all_layers_ms"] / period
-    del model, optimizer, method, batches, task
+    del model, optimizer, method, batches, built, run
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -177,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="LLaMA preset (default llama-130m on CUDA, tiny on CPU)")
     p.add_argument("--rank", type=int, default=0, help="0: d_model / 8")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(ALL_METHODS))
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=0, help="0: 64 on CUDA, 4 on CPU")
     p.add_argument("--vocab-size", type=int, default=32000)

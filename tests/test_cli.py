@@ -15,12 +15,14 @@ TASKS = ["tiny/lm", "tiny/translation", "tiny/node_classification", "tiny/link_p
 def test_train_every_task_with_every_method(tmp_path, capsys, task, method):
     out = tmp_path / "run"
     code = main(["train", task, f"method.name={method}", "train.steps=3", "train.progress=false",
-                 "--out", str(out)])
+                 "train.log_every=1", "--out", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == method and results["steps"] == 3
     assert results[results["metric"]] == results[results["metric"]]  # a number, not NaN
     assert (out / "last" / "model.safetensors").is_file()
+    losses = [loss for _, loss in results["loss_history"]]
+    assert len(losses) == 3 and losses[-1] < losses[0], f"training loss did not go down: {losses}"
 
 
 def test_compare_writes_results_report_and_plot(tmp_path, capsys):

@@ -65,7 +65,7 @@ def _inference_command(func):
 
     def run(args: argparse.Namespace) -> int:
         from sst.methods import TargetError
-        from sst.train.checkpoint import CheckpointError
+        from sst.checkpoint import CheckpointError
 
         try:
             return func(args)
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from sst.methods import TargetError
-    from sst.train.checkpoint import CheckpointError
+    from sst.checkpoint import CheckpointError
     from sst.train.loop import NonFiniteLossError
 
     args = build_parser().parse_args(argv)

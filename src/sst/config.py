@@ -1,8 +1,8 @@
 """Typed run configuration: dataclasses, strict YAML loading and dotted ``key=value`` overrides.
 
 A run is ``RunConfig(task=..., method=..., train=...)``. ``task`` and ``method`` are chosen by their
-``name`` field from registries (``sst.tasks.TASK_CONFIGS``, ``sst.methods.METHOD_CONFIGS``).
-Every unknown key or wrongly typed value raises ``ConfigError`` naming the dotted key.
+``name`` field from the registries in ``sst.registry`` (filled by importing ``sst.methods`` and
+``sst.tasks``). Every unknown key or wrongly typed value raises ``ConfigError`` naming the dotted key.
 """
 
 from __future__ import annotations
@@ -10,20 +10,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+import sst.methods  # noqa: F401  (fills METHODS)
+import sst.tasks  # noqa: F401  (fills TASKS)
+from sst.registry import METHODS, TASKS, Registry
+from sst.schema import ConfigError, check_value, from_dict, to_dict
 
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message names the dotted key."""
 
 
 @dataclass
@@ -58,146 +56,20 @@ class TrainConfig:
 class RunConfig:
     """Everything one training run needs; ``task`` and ``method`` are picked by their ``name``."""
 
-    task: Any = None  # a TaskConfig subclass, chosen by task.name
-    method: Any = None  # a MethodConfig subclass, chosen by method.name
+    task: Any = field(default=None, metadata={"registry": TASKS})  # a TaskConfig, by task.name
+    method: Any = field(default=None, metadata={"registry": METHODS})  # a MethodConfig, by method.name
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     out_dir: str = "runs/default"
 
 
 # --------------------------------------------------------------------------------------------
-# Strict conversion from plain data to dataclasses
-
-
-def _registries() -> dict[str, dict[str, type]]:
-    from sst.methods import METHOD_CONFIGS
-    from sst.tasks import TASK_CONFIGS
-
-    return {"task": TASK_CONFIGS, "method": METHOD_CONFIGS}
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def check_value(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert (lists to tuples, ints to floats)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return check_value(value, option, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{key}: {value!r} matches none of {[_type_name(a) for a in args]}")
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
-            return tuple(check_value(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        items = [check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads exponents without a dot (3e-4) as strings; accept them as numbers.
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported annotation {tp!r}")
-
-
-def from_dict(cls: type, data: Any, key: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{key or cls.__name__}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"{key}." if key else ""
-        raise ConfigError(
-            f"unknown config key(s) {[where + u for u in unknown]}; allowed: {sorted(fields)}"
-        )
-    kwargs = {}
-    registries = _registries() if cls is RunConfig else {}
-    for name, value in data.items():
-        sub = f"{key}.{name}" if key else name
-        if name in registries:
-            kwargs[name] = _from_registry(registries[name], value, sub)
-        else:
-            kwargs[name] = check_value(value, hints[name], sub)
-    try:
-        obj = cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
-        raise ConfigError(f"{key or cls.__name__}: {err}") from err
-    return obj
-
-
-def _from_registry(registry: dict[str, type], value: Any, key: str) -> Any:
-    if not isinstance(value, dict):
-        if any(isinstance(value, c) for c in registry.values()):
-            return value
-        raise ConfigError(f"{key}: expected a mapping with a 'name', got {value!r}")
-    name = value.get("name")
-    if name not in registry:
-        raise ConfigError(f"{key}.name: {name!r} is not one of {sorted(registry)}")
-    return from_dict(registry[name], value, key)
-
-
-def to_dict(obj: Any) -> Any:
-    """Plain-data (YAML/JSON-ready) view of a config dataclass."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-# --------------------------------------------------------------------------------------------
 # Files, presets and overrides
+
+
+def _registries() -> dict[str, Registry]:
+    """RunConfig's polymorphic sections: field name -> the registry its ``name`` picks from."""
+    return {f.name: f.metadata["registry"] for f in dataclasses.fields(RunConfig) if "registry" in f.metadata}
 
 
 def preset_dir() -> Path:
@@ -247,9 +119,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(k, {})
         if keys[-1] == "name" and len(keys) == 2 and node.get("name") not in (None, value):
             # Switching the task/method kind keeps only the keys the new kind also has.
-            registry = _registries().get(keys[0], {})
-            if value in registry:
-                allowed = {f.name for f in dataclasses.fields(registry[value])}
+            registry = _registries().get(keys[0])
+            if registry is not None and value in registry.configs:
+                allowed = {f.name for f in dataclasses.fields(registry.configs[value])}
                 for k in [k for k in node if k not in allowed]:
                     del node[k]
         node[keys[-1]] = value
@@ -274,3 +146,9 @@ def build_config(data: dict) -> RunConfig:
         if required not in data:
             raise ConfigError(f"missing required key {required!r}")
     return from_dict(RunConfig, data)
+
+
+__all__ = [
+    "ConfigError", "RunConfig", "TrainConfig", "apply_overrides", "build_config", "check_value",
+    "from_dict", "list_presets", "load_config", "parse_override", "resolve_config_path", "to_dict",
+]

@@ -15,7 +15,7 @@ from sst.inference.lowrank import LowRankLinear
 from sst.inference.merge import mergeable_layers
 from sst.models.hf import lm_logits
 from sst.spectral.linear import SpectralLinear
-from sst.train.checkpoint import CheckpointError
+from sst.checkpoint import CheckpointError
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from sst.config import ConfigError
+from sst.tasks import TASK_CLASSES, TASK_CONFIGS
 from sst.tasks.graph import (
-    TASK_CLASSES,
-    TASK_CONFIGS,
     LinkPredictionConfig,
     LinkPredictionTask,
     NodeClassificationConfig,

@@ -5,7 +5,7 @@ import torch
 from runconfigs import tiny_lm_config
 
 from sst.config import build_config
-from sst.train.checkpoint import CheckpointError
+from sst.checkpoint import CheckpointError
 from sst.train.logging import read_metrics
 from sst.train.loop import NonFiniteLossError, train
 
@@ -84,9 +84,9 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = build_config(tiny_lm_config(tmp_path, steps=6, save_every=2, lr=1e-3))
-    import sst.train.loop as loop
+    import sst.build as build
 
-    original = loop.build_task
+    original = build.build_task
 
     def poisoned(*args):
         task = original(*args)
@@ -106,12 +106,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         task.loss, task.train_batch = loss, train_batch
         return task
 
-    loop.build_task = poisoned
+    build.build_task = poisoned
     try:
         with pytest.raises(NonFiniteLossError, match=r"loss became nan at step 4 .*last good checkpoint"):
             train(cfg)
     finally:
-        loop.build_task = original
+        build.build_task = original
     saved = torch.load(tmp_path / "last" / "state.pt", weights_only=True)
     assert saved["loop"]["step"] == 2
 

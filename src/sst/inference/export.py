@@ -21,7 +21,7 @@ from sst.inference.loading import LoadedRun, load_run
 from sst.inference.lowrank import LayerRank, lowrank_model, prune_model
 from sst.inference.merge import merge_model
 from sst.tasks import build_task
-from sst.train.checkpoint import CheckpointError
+from sst.checkpoint import CheckpointError
 
 ExportFormat = Literal["dense", "lowrank", "hf"]
 EXPORT_FORMATS = ("dense", "lowrank", "hf")

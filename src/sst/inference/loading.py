@@ -13,12 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sst.build import build_run
 from sst.config import ConfigError, RunConfig, build_config
-from sst.methods import TrainingMethod, build_method
-from sst.tasks import Task, build_task
-from sst.train.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointError, load_config_file, load_weights
-
-BEST, LAST = "best", "last"
+from sst.methods import TrainingMethod
+from sst.tasks import Task
+from sst.checkpoint import BEST, CONFIG_FILE, LAST, MODEL_FILE, CheckpointError, load_config_file, load_weights
 
 
 @dataclass
@@ -76,11 +75,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     config, _ = read_run_config(checkpoint)
     run_dir = checkpoint.parent
     with torch.random.fork_rng(devices=[]):  # rebuild as training did, leaving the caller's RNG alone
-        torch.manual_seed(config.seed)
-        task = build_task(config.task, config.seed, run_dir)
-        model = task.build_model()
-        method = build_method(config.method, config.seed)
-        model = method.prepare_model(model)
-    load_weights(checkpoint, model)
-    model.to(device).eval()
-    return LoadedRun(config, task, model, method, checkpoint, run_dir)
+        built = build_run(config, run_dir)
+    load_weights(checkpoint, built.model)
+    built.model.to(device).eval()
+    return LoadedRun(config, built.task, built.model, built.method, checkpoint, run_dir)

@@ -11,30 +11,26 @@ from sst.methods.lora import LoRAConfig, LoRALinear, LoRAMethod
 from sst.methods.relora import ReLoRAConfig, ReLoRAMethod
 from sst.methods.sst import SSTConfig, SSTMethod
 from sst.methods.surgery import TargetError
+from sst.registry import METHODS
 
-METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
-    "full": FullConfig,
-    "lora": LoRAConfig,
-    "relora": ReLoRAConfig,
-    "galore": GaLoreConfig,
-    "sst": SSTConfig,
-}
-METHOD_CLASSES: dict[str, type[TrainingMethod]] = {
-    "full": FullMethod,
-    "lora": LoRAMethod,
-    "relora": ReLoRAMethod,
-    "galore": GaLoreMethod,
-    "sst": SSTMethod,
-}
+for _name, _config, _cls in (
+    ("full", FullConfig, FullMethod),
+    ("lora", LoRAConfig, LoRAMethod),
+    ("relora", ReLoRAConfig, ReLoRAMethod),
+    ("galore", GaLoreConfig, GaLoreMethod),
+    ("sst", SSTConfig, SSTMethod),
+):
+    METHODS.register(_name, _config, _cls)
+
+METHOD_CONFIGS: dict[str, type[MethodConfig]] = METHODS.configs
+METHOD_CLASSES: dict[str, type[TrainingMethod]] = METHODS.classes
 
 
 def build_method(config: MethodConfig, seed: int = 0) -> TrainingMethod:
     """The method object for ``config`` (its ``name`` picks the class); ``seed`` seeds its sampler."""
     if not isinstance(config, MethodConfig):
         raise TypeError(f"expected a method config such as SSTConfig(rank=...), got {type(config).__name__}")
-    if config.name not in METHOD_CLASSES:
-        raise ValueError(f"unknown method {config.name!r}; choose from {sorted(METHOD_CLASSES)}")
-    return METHOD_CLASSES[config.name](config, seed)
+    return METHODS.build(config, seed)
 
 
 def convert(model: nn.Module, config: MethodConfig, seed: int = 0) -> tuple[nn.Module, TrainingMethod]:

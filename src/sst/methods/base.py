@@ -10,17 +10,26 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
-from sst.config import ConfigError, check_value
+from sst.schema import ConfigError, check_value
 from sst.methods.surgery import DEFAULT_EXCLUDE
 
 
 @dataclass
 class MethodConfig:
-    """Fields every method shares: which layers it targets (name patterns or "all-linear")."""
+    """Fields every method shares: which layers it targets (name patterns or "all-linear").
+
+    Class-level facts for comparisons: ``interval_key`` names the field that plays SST's
+    "iteration" (one value sets them all), ``role`` is the method's part in the gap-reduction
+    formula (``reference`` full-rank, ``baseline`` LoRA-like, ``subject`` SST, ``peer`` others).
+    """
+
+    interval_key: ClassVar[str | None] = None
+    role: ClassVar[Literal["reference", "baseline", "subject", "peer"]] = "peer"
 
     name: str = ""
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
@@ -38,7 +47,6 @@ class MethodConfig:
         for key, value in values.items():
             if value <= 0:
                 raise ConfigError(f"method.{key}: must be positive, got {value!r}")
-
 
 
 class TrainingMethod:
@@ -81,6 +89,11 @@ class TrainingMethod:
     def lr_multiplier(self, step: int) -> float:
         """Factor on the global schedule for the update after ``step`` completed steps."""
         return 1.0
+
+    # -- reporting -----------------------------------------------------------------------------
+    def report(self) -> dict:
+        """Facts about the method that a run's results record (its rank, time spent in SVDs)."""
+        return {"rank": getattr(self.config, "rank", None), "svd_seconds": self.svd_seconds}
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:

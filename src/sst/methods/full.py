@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from sst.methods.base import MethodConfig, TrainingMethod
 
 
 @dataclass
 class FullConfig(MethodConfig):
+    role: ClassVar[str] = "reference"
+
     name: str = "full"
 
 

@@ -7,6 +7,7 @@ No surgery: the target matrices get a parameter group with ``rank``, ``proj_upda
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
@@ -17,6 +18,8 @@ from sst.optim.galore import GaLoreAdamW
 
 @dataclass
 class GaLoreConfig(MethodConfig):
+    interval_key: ClassVar[str | None] = "proj_update_every"
+
     name: str = "galore"
     rank: int = 8
     proj_update_every: int = 200
@@ -44,6 +47,11 @@ class GaLoreMethod(TrainingMethod):
             "proj_update_every": cfg.proj_update_every, "scale": cfg.scale,
         })
         return groups
+
+    def after_step(self, model: nn.Module, optimizer, step: int) -> dict:
+        # GaLoreAdamW recomputes its projectors in the steps whose count before them is a multiple
+        # of the period; report it so that logs show the method's events like the others'.
+        return {"projector_update": 1} if (step - 1) % self.config.proj_update_every == 0 else {}
 
     def build_optimizer(self, model, lr, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8):
         groups = [g for g in self.param_groups(model, weight_decay) if g["params"]]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from sst.config import ConfigError
+from sst.schema import ConfigError
 from sst.methods.base import MethodConfig, TrainingMethod
 from sst.methods.surgery import check_rank, find_targets, replace_modules
 
@@ -95,6 +96,8 @@ class LoRALinear(nn.Module):
 
 @dataclass
 class LoRAConfig(MethodConfig):
+    role: ClassVar[str] = "baseline"
+
     name: str = "lora"
     rank: int = 8
     alpha: float = 0.0  # 0: alpha = rank (scaling 1)

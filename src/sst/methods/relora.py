@@ -8,11 +8,12 @@ rank first (original ReLoRA); the default 0 is the paper's ReLoRA*.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from sst.config import ConfigError
+from sst.schema import ConfigError
 from sst.methods.base import restart_warmup
 from sst.methods.lora import LoRAConfig, LoRALinear, LoRAMethod
 from sst.optim.moments import reset_state
@@ -20,6 +21,8 @@ from sst.optim.moments import reset_state
 
 @dataclass
 class ReLoRAConfig(LoRAConfig):
+    interval_key: ClassVar[str | None] = "reset_every"
+
     name: str = "relora"
     reset_every: int = 200
     restart_warmup_steps: int = 10

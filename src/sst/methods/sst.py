@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
-from sst.config import ConfigError
+from sst.schema import ConfigError
 from sst.methods.base import MethodConfig, TrainingMethod, broadcast_tensors, restart_warmup
 from sst.methods.surgery import check_rank, find_targets, replace_modules
 from sst.optim.moments import permute_state, reset_state
@@ -26,6 +26,9 @@ from sst.spectral.linear import SpectralLinear
 
 @dataclass
 class SSTConfig(MethodConfig):
+    interval_key: ClassVar[str | None] = "resample_every"
+    role: ClassVar[str] = "subject"
+
     name: str = "sst"
     rank: int = 8
     resample_every: int = 200  # T3: optimizer steps per iteration

@@ -1,32 +1,34 @@
-"""Task registry: ``name`` in a run config -> (config dataclass, Task class).
+"""Task registry: ``name`` in a run config -> (config dataclass, Task class), in ``sst.registry.TASKS``.
 
-Each task module defines ``TASK_CONFIGS`` and ``TASK_CLASSES`` dicts keyed by task name; optional
-heavy libraries are imported inside functions so that listing tasks stays cheap.
+Optional heavy libraries (tokenizers, sacrebleu, torch_geometric) are imported inside the task
+modules' functions, so importing every task here stays cheap.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
 
+from sst.registry import TASKS
 from sst.tasks.base import Task, TaskConfig, move_to
+from sst.tasks.graph import LinkPredictionConfig, LinkPredictionTask, NodeClassificationConfig, NodeClassificationTask
+from sst.tasks.lm import LMTask, LMTaskConfig
+from sst.tasks.translation import TranslationTask, TranslationTaskConfig
 
-_MODULES = ("sst.tasks.lm", "sst.tasks.translation", "sst.tasks.graph")
+for _name, _config, _cls in (
+    ("lm", LMTaskConfig, LMTask),
+    ("translation", TranslationTaskConfig, TranslationTask),
+    ("node_classification", NodeClassificationConfig, NodeClassificationTask),
+    ("link_prediction", LinkPredictionConfig, LinkPredictionTask),
+):
+    TASKS.register(_name, _config, _cls)
 
-TASK_CONFIGS: dict[str, type[TaskConfig]] = {}
-TASK_CLASSES: dict[str, type[Task]] = {}
-
-for _name in _MODULES:
-    if importlib.util.find_spec(_name) is not None:
-        _mod = importlib.import_module(_name)
-        TASK_CONFIGS.update(_mod.TASK_CONFIGS)
-        TASK_CLASSES.update(_mod.TASK_CLASSES)
+TASK_CONFIGS: dict[str, type[TaskConfig]] = TASKS.configs
+TASK_CLASSES: dict[str, type[Task]] = TASKS.classes
 
 
 def build_task(config: TaskConfig, seed: int, run_dir: str | Path) -> Task:
     """Instantiate the task that ``config.name`` selects."""
-    return TASK_CLASSES[config.name](config, seed, Path(run_dir))
+    return TASKS.build(config, seed, Path(run_dir))
 
 
 __all__ = ["Task", "TaskConfig", "TASK_CONFIGS", "TASK_CLASSES", "build_task", "move_to"]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sst.config import ConfigError
+from sst.schema import ConfigError
 from sst.data.graphs import Graph, LinkSplit, load_graph, sample_negative_edges, split_edges
 from sst.models.hyperbolic_gcn import HyboNetGCN
 from sst.tasks.base import Task, TaskConfig
@@ -273,7 +273,3 @@ class LinkPredictionTask(_GraphTask):
         s = self.split
         sizes = [s.train_pos.shape[1], s.val_pos.shape[1], s.test_pos.shape[1]]
         return {**super().describe(), "edge_split": sizes}
-
-
-TASK_CONFIGS = {"node_classification": NodeClassificationConfig, "link_prediction": LinkPredictionConfig}
-TASK_CLASSES = {"node_classification": NodeClassificationTask, "link_prediction": LinkPredictionTask}

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sst.config import ConfigError
+from sst.schema import ConfigError
 from sst.data.lm import LMData, check_sequences, load_lm_data, pack
 from sst.models.hf import HF_MODELS, OPT_PRESETS, build_hf_model, lm_logits
 from sst.models.llama import LLAMA_PRESETS, build_llama
@@ -199,7 +199,3 @@ class LMTask(Task):
             "test_split": "none (test = val)",
             "tokenizer": str(d.tokenizer_path),
         }
-
-
-TASK_CONFIGS = {"lm": LMTaskConfig}
-TASK_CLASSES = {"lm": LMTask}

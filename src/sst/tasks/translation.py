@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from sst.config import ConfigError
+from sst.schema import ConfigError
 from sst.data import translation as mt_data
 from sst.models.hyperbolic_transformer import HyboNetTransformer, HyboNetTransformerConfig
 from sst.models.translation import TranslationConfig, TranslationTransformer, label_smoothed_cross_entropy
@@ -215,7 +215,3 @@ class TranslationTask(Task):
             "train_batches_per_epoch": len(self.train_batches),
             "train_tokens": sum(len(t) + 1 for t in self.train_split.tgt_ids),
         }
-
-
-TASK_CONFIGS = {"translation": TranslationTaskConfig}
-TASK_CLASSES = {"translation": TranslationTask}

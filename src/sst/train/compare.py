@@ -1,8 +1,9 @@
 """Method comparison: train every method on identical data, seed and budget; tabulate and plot.
 
-gap_reduction = (best low-rank baseline - SST) / (best low-rank baseline - full-rank) on the task's
-report metric (signs flipped for higher-is-better metrics), where the low-rank baselines are
-LoRA and ReLoRA*. Results go to results.json, report.md and loss_curves.png in the output folder.
+gap_reduction = (best baseline - subject) / (best baseline - reference) on the task's report metric
+(signs flipped for higher-is-better metrics); each method config names its role (``role``: full-rank
+is the reference, LoRA and ReLoRA* the baselines, SST the subject) and its restart interval
+(``interval_key``). Results go to results.json, report.md and loss_curves.png in the output folder.
 """
 
 from __future__ import annotations
@@ -14,42 +15,49 @@ from pathlib import Path
 from typing import Any
 
 from sst.config import RunConfig, from_dict, to_dict
-from sst.methods import METHOD_CONFIGS
+from sst.registry import METHODS
 from sst.train.loop import NonFiniteLossError, train
 
-ALL_METHODS = ("full", "lora", "relora", "galore", "sst")
-# The interval that plays SST's "iteration" in each method, so one value sets them all.
-INTERVAL_KEYS = {"sst": "resample_every", "relora": "reset_every", "galore": "proj_update_every"}
+ALL_METHODS = tuple(METHODS.names())
 
 
 def method_config(base: Any, name: str, rank: int | None) -> Any:
     """Config for method ``name`` sharing the base method's targets, rank and restart interval."""
-    if name not in METHOD_CONFIGS:
-        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHOD_CONFIGS)}")
-    cls = METHOD_CONFIGS[name]
+    cls = METHODS.config_class(name)
     fields = {f.name for f in dataclasses.fields(cls)}
     source = to_dict(base)
     values = {k: v for k, v in source.items() if k in fields and k != "name"}
-    base_interval = source.get(INTERVAL_KEYS.get(base.name, ""), None)
-    if name in INTERVAL_KEYS and base_interval is not None:
-        values[INTERVAL_KEYS[name]] = base_interval
+    base_interval = source.get(base.interval_key) if base.interval_key else None
+    if cls.interval_key and base_interval is not None:
+        values[cls.interval_key] = base_interval
     if rank is not None and "rank" in fields:
         values["rank"] = rank
     values["name"] = name
     return from_dict(cls, values, "method")
 
 
+def methods_with_role(role: str, names: Any) -> list[str]:
+    """The names among ``names`` whose method config plays ``role`` in the gap formula."""
+    return [n for n in names if n in METHODS.configs and METHODS.configs[n].role == role]
+
+
+def _one_with_role(role: str, names: Any) -> str | None:
+    found = methods_with_role(role, names)
+    return found[0] if found else None
+
+
 def gap_reduction(scores: dict[str, float], higher_is_better: bool) -> float | None:
-    """(best of LoRA/ReLoRA* - SST) / (best of LoRA/ReLoRA* - full), sign-adjusted; None if undefined."""
-    low = [scores[m] for m in ("lora", "relora") if m in scores]
-    if not low or "full" not in scores or "sst" not in scores:
+    """(best baseline - subject) / (best baseline - reference), sign-adjusted; None if undefined."""
+    low = [scores[m] for m in methods_with_role("baseline", scores)]
+    reference, subject = _one_with_role("reference", scores), _one_with_role("subject", scores)
+    if not low or reference is None or subject is None:
         return None
     sign = -1.0 if higher_is_better else 1.0
     best_low = min(sign * v for v in low)
-    denom = best_low - sign * scores["full"]
+    denom = best_low - sign * scores[reference]
     if abs(denom) < 1e-12:
         return None
-    return (best_low - sign * scores["sst"]) / denom
+    return (best_low - sign * scores[subject]) / denom
 
 
 def run_comparison(
@@ -128,10 +136,12 @@ def markdown_report(report: dict) -> str:
         + (f"{100 * gap:.1f}%" if gap is not None else "n/a (needs full, lora or relora, and sst)")
     )
     scores = {s["method"]: s["mean"] for s in report["summary"]}
-    low = [scores[m] for m in ("lora", "relora") if m in scores]
+    low = [scores[m] for m in methods_with_role("baseline", scores)]
+    reference = _one_with_role("reference", scores)
     if gap is not None and low:
         best_low = max(low) if report["higher_is_better"] else min(low)
-        if (scores["full"] < best_low) == report["higher_is_better"] and scores["full"] != best_low:
+        full = scores[reference]
+        if (full < best_low) == report["higher_is_better"] and full != best_low:
             lines.append(
                 "Note: full-rank did not beat the best of LoRA/ReLoRA* in this run, so it is no "
                 "ceiling here and the gap reduction does not measure what the paper's does."

@@ -3,6 +3,7 @@
 lr(step) = peak * schedule(step) * method.lr_multiplier(step); each optimizer step takes
 ``grad_accum`` micro-batches (index = (step * accum + micro) * world + rank); the method acts after
 every optimizer step. Checkpoints at save points resume exactly; a non-finite loss stops the run.
+``train`` reads as its phases: resolve the resume, open the run, fit, finish.
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 from torch import nn
 
-from sst.config import RunConfig, to_dict
-from sst.methods import build_method
-from sst.optim.schedules import lr_factor
-from sst.tasks import build_task, move_to
-from sst.train import distributed
-from sst.train.checkpoint import (
+from sst.build import BuiltRun, build_run
+from sst.checkpoint import (
+    BEST,
+    LAST,
     CheckpointError,
     check_same_run,
     find_checkpoint,
@@ -33,10 +32,14 @@ from sst.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from sst.config import RunConfig, to_dict
+from sst.optim.schedules import lr_factor
+from sst.tasks import move_to
+from sst.train import distributed
 from sst.train.logging import MetricsLogger
 from sst.train.memory import count_parameters, memory_report, peak_memory_bytes, reset_peak
 
-LAST, BEST, RESULTS = "last", "best", "results.json"
+RESULTS = "results.json"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,6 +60,38 @@ class LoopState:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+@dataclass
+class StepResult:
+    """One optimizer step: summed loss x units over its micro-batches, units, lr, method events."""
+
+    loss_sum: float
+    units: float
+    lr: float
+    events: dict
+
+
+@dataclass
+class Run:
+    """Everything a run holds while it trains; ``runner`` is the (DDP-wrapped, compiled) model."""
+
+    config: RunConfig
+    dir: Path
+    resolved: dict  # the plain config written with every checkpoint
+    dist: distributed.DistInfo
+    built: BuiltRun
+    optimizer: torch.optim.Optimizer
+    logger: MetricsLogger
+    wrapped: nn.Module
+    runner: nn.Module
+    warmup: int
+    param_counts: tuple[int, int]  # (trainable, total) as the run starts
+    state: LoopState = field(default_factory=LoopState)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.built.model
 
 
 def _autocast(device: torch.device, dtype_name: str):
@@ -84,23 +119,23 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def train(config: RunConfig, resume: bool | str = False) -> dict[str, Any]:
-    """Train one run; returns (and writes to ``out_dir``/results.json) its metrics.
+# -- phase 1: resolve the resume ---------------------------------------------------------------
+
+
+def resolve_resume(config: RunConfig, resume: bool | str) -> tuple[Path | None, dict | None]:
+    """(checkpoint to resume from or None, results of an already finished run or None).
 
     ``resume``: False starts fresh (refusing to overwrite an existing checkpoint), True continues
     from ``out_dir``/last, "auto" does whichever applies (and returns finished results as they are).
     """
-    tc = config.train
     run_dir = Path(config.out_dir)
     resolved = to_dict(config)
-    info = distributed.setup(tc.device)
-    device = info.device
     existing = find_checkpoint(run_dir / LAST)
     if resume == "auto":
         done = run_dir / RESULTS
         if done.is_file() and existing is not None:
             check_same_run(load_config_file(existing), resolved, existing)
-            return json.loads(done.read_text())
+            return existing, json.loads(done.read_text())
         resume = existing is not None
     if resume and existing is None:
         raise CheckpointError(f"--resume: no checkpoint in {run_dir / LAST}")
@@ -110,129 +145,186 @@ def train(config: RunConfig, resume: bool | str = False) -> dict[str, Any]:
         )
     if resume:
         check_same_run(load_config_file(existing), resolved, existing)
+    return (existing if resume else None), None
 
-    torch.manual_seed(config.seed)
-    task = build_task(config.task, config.seed, run_dir)
-    model = task.build_model()
-    method = build_method(config.method, config.seed)
-    model = method.prepare_model(model).to(device)
-    optimizer = method.build_optimizer(model, tc.lr, tc.weight_decay, tc.betas, tc.adam_eps)
+
+# -- phase 2: open the run ---------------------------------------------------------------------
+
+
+def open_run(
+    config: RunConfig, dist: distributed.DistInfo, checkpoint: Path | None = None,
+    built: BuiltRun | None = None,
+) -> Run:
+    """Build (or take) task, model and method, the optimizer and logger; load ``checkpoint`` if given.
+
+    A fresh run writes its config.yaml; ``built`` lets a benchmark bring its own model and task.
+    """
+    tc = config.train
+    run_dir = Path(config.out_dir)
+    resolved = to_dict(config)
+    built = built or build_run(config, run_dir)
+    built.model = built.model.to(dist.device)
+    optimizer = built.method.build_optimizer(built.model, tc.lr, tc.weight_decay, tc.betas, tc.adam_eps)
+    logger = MetricsLogger(run_dir, enabled=dist.is_main, tensorboard=tc.tensorboard)
     state = LoopState()
-    logger = MetricsLogger(run_dir, enabled=info.is_main, tensorboard=tc.tensorboard)
-    if resume:
-        saved = load_checkpoint(existing, model, map_location=device)
+    if checkpoint is not None:
+        saved = load_checkpoint(checkpoint, built.model, map_location=dist.device)
         optimizer.load_state_dict(saved["optimizer"])
-        method.load_state_dict(saved["method"])
+        built.method.load_state_dict(saved["method"])
         state = LoopState(**saved["loop"])
-        _set_rng_state(saved["rng"], device)
+        _set_rng_state(saved["rng"], dist.device)
         logger.truncate_after(state.step)
-    elif info.is_main:
+    elif dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-
-    wrapped = distributed.wrap(model, info)
+    wrapped = distributed.wrap(built.model, dist)
     runner = torch.compile(wrapped) if tc.compile else wrapped
     warmup = tc.warmup_steps or int(round(tc.warmup_ratio * tc.steps))
-    trainable, total = count_parameters(model)
+    counts = count_parameters(built.model)
+    return Run(config, run_dir, resolved, dist, built, optimizer, logger, wrapped, runner, warmup, counts, state)
 
-    def checkpoint(path: Path) -> None:
-        if info.is_main:
-            save_checkpoint(
-                path, model,
-                {"optimizer": optimizer.state_dict(), "method": method.state_dict(),
-                 "loop": state.as_dict(), "rng": _rng_state(device)},
-                resolved,
-            )
-        distributed.barrier(info)
 
-    def evaluate() -> dict[str, float]:
-        metrics = task.evaluate(model, "val", tc.eval_batches)
-        metric = metrics[task.selection_metric]
-        if _improved(metric, state.best_metric, task.higher_is_better):
-            state.best_metric, state.best_step, state.bad_evals = metric, state.step, 0
-            if tc.keep_best and info.is_main:
-                save_checkpoint(run_dir / BEST, model, {"loop": state.as_dict()}, resolved)
-        else:
-            state.bad_evals += 1
-        logger.log(state.step, "eval", metrics)
-        return metrics
+# -- phase 3: fit ------------------------------------------------------------------------------
 
+
+def train_step(run: Run, batch_for: Callable[[int], Any] | None = None) -> StepResult:
+    """One optimizer step over ``grad_accum`` micro-batches, then the method's ``after_step``.
+
+    ``batch_for(index)`` gives micro-batch ``index`` (default: the task's training stream).
+    Raises ``NonFiniteLossError`` (before the optimizer moves) if the loss is not finite.
+    """
+    tc, dist, state, method, optimizer = run.config.train, run.dist, run.state, run.built.method, run.optimizer
+    batch_for = batch_for or run.built.task.train_batch
+    device = dist.device
+    start = time.perf_counter()
+    run.model.train()
+    lr = tc.lr * lr_factor(state.step, tc.steps, run.warmup, tc.schedule, tc.min_lr_ratio)
+    lr *= method.lr_multiplier(state.step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum, units = torch.zeros((), device=device), 0.0
+    for micro in range(tc.grad_accum):
+        index = (state.step * tc.grad_accum + micro) * dist.world_size + dist.rank
+        batch = move_to(batch_for(index), device)
+        sync = micro == tc.grad_accum - 1 or not dist.enabled
+        with (contextlib.nullcontext() if sync else run.wrapped.no_sync()), _autocast(device, tc.dtype):
+            loss, micro_units = run.built.task.loss(run.runner, batch)
+        (loss / tc.grad_accum).backward()
+        loss_sum += loss.detach().float() * micro_units
+        units += micro_units
+    step_loss = float(loss_sum)  # one device sync per optimizer step (the NaN check needs it)
+    if not distributed.all_true(math.isfinite(step_loss), dist):
+        optimizer.zero_grad(set_to_none=True)
+        kept = find_checkpoint(run.dir / LAST)
+        raise NonFiniteLossError(
+            f"training loss became {step_loss / max(units, 1):.4g} at step {state.step + 1} "
+            f"(method {run.config.method.name}, lr {lr:.3g}); "
+            + (f"the last good checkpoint {kept} is kept" if kept else "no checkpoint was written")
+            + ". Lower train.lr or raise train.warmup_steps."
+        )
+    if tc.grad_clip > 0:
+        nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    events = method.after_step(run.model, optimizer, state.step)
+    state.train_seconds += time.perf_counter() - start
+    state.units += units
+    return StepResult(step_loss, units, lr, events)
+
+
+def save_last(run: Run) -> None:
+    """The full training state to ``last/`` (rank 0 writes, every rank waits)."""
+    if run.dist.is_main:
+        state = {"optimizer": run.optimizer.state_dict(), "method": run.built.method.state_dict(),
+                 "loop": run.state.as_dict(), "rng": _rng_state(run.dist.device)}
+        save_checkpoint(run.dir / LAST, run.model, state, run.resolved)
+    distributed.barrier(run.dist)
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """Validation metrics; tracks the best (saving ``best/``) and the evaluations without progress."""
+    tc, state, task = run.config.train, run.state, run.built.task
+    metrics = task.evaluate(run.model, "val", tc.eval_batches)
+    metric = metrics[task.selection_metric]
+    if _improved(metric, state.best_metric, task.higher_is_better):
+        state.best_metric, state.best_step, state.bad_evals = metric, state.step, 0
+        if tc.keep_best and run.dist.is_main:
+            save_checkpoint(run.dir / BEST, run.model, {"loop": state.as_dict()}, run.resolved)
+    else:
+        state.bad_evals += 1
+    run.logger.log(state.step, "eval", metrics)
+    return metrics
+
+
+class _LossWindow:
+    """Training loss and throughput averaged over the steps since the last log record."""
+
+    def __init__(self):
+        self.loss, self.units, self.start = 0.0, 0.0, time.perf_counter()
+
+    def add(self, result: StepResult) -> None:
+        self.loss += result.loss_sum
+        self.units += result.units
+
+    def record(self, result: StepResult, world_size: int) -> dict:
+        elapsed = time.perf_counter() - self.start
+        record = {"loss": self.loss / max(self.units, 1), "lr": result.lr,
+                  "units_per_second": self.units * world_size / max(elapsed, 1e-9), **result.events}
+        self.__init__()
+        return record
+
+
+def fit(run: Run) -> None:
+    """Step until ``train.steps`` (or early stopping), logging, evaluating and saving on schedule."""
+    tc, state = run.config.train, run.state
     progress = None
-    if tc.progress and info.is_main:
+    if tc.progress and run.dist.is_main:
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=tc.steps, initial=state.step, desc=config.method.name, dynamic_ncols=True)
-    reset_peak(device)
-    window_loss, window_units, window_start = 0.0, 0.0, time.perf_counter()
+        progress = tqdm(total=tc.steps, initial=state.step, desc=run.config.method.name, dynamic_ncols=True)
+    reset_peak(run.dist.device)
+    window = _LossWindow()
     while state.step < tc.steps:
-        model.train()
-        step_start = time.perf_counter()
-        lr = tc.lr * lr_factor(state.step, tc.steps, warmup, tc.schedule, tc.min_lr_ratio)
-        lr *= method.lr_multiplier(state.step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum, step_units = torch.zeros((), device=device), 0.0
-        for micro in range(tc.grad_accum):
-            index = (state.step * tc.grad_accum + micro) * info.world_size + info.rank
-            batch = move_to(task.train_batch(index), device)
-            sync = micro == tc.grad_accum - 1 or not info.enabled
-            with (contextlib.nullcontext() if sync else wrapped.no_sync()), _autocast(device, tc.dtype):
-                loss, units = task.loss(runner, batch)
-            (loss / tc.grad_accum).backward()
-            loss_sum += loss.detach().float() * units
-            step_units += units
-        step_loss = float(loss_sum)  # one device sync per optimizer step (the NaN check needs it)
-        if not distributed.all_true(math.isfinite(step_loss), info):
-            optimizer.zero_grad(set_to_none=True)
-            kept = find_checkpoint(run_dir / LAST)
-            raise NonFiniteLossError(
-                f"training loss became {step_loss / max(step_units, 1):.4g} at step {state.step + 1} "
-                f"(method {config.method.name}, lr {lr:.3g}); "
-                + (f"the last good checkpoint {kept} is kept" if kept else "no checkpoint was written")
-                + ". Lower train.lr or raise train.warmup_steps."
-            )
-        if tc.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        events = method.after_step(model, optimizer, state.step)
-        state.train_seconds += time.perf_counter() - step_start
-        state.units += step_units
-        window_loss += step_loss
-        window_units += step_units
+        result = train_step(run)
+        window.add(result)
         if state.step % tc.log_every == 0 or state.step == tc.steps:
-            elapsed = time.perf_counter() - window_start
-            record = {"loss": window_loss / max(window_units, 1), "lr": lr,
-                      "units_per_second": window_units * info.world_size / max(elapsed, 1e-9), **events}
-            logger.log(state.step, "train", record)
+            record = window.record(result, run.dist.world_size)
+            run.logger.log(state.step, "train", record)
             state.history.append((state.step, record["loss"]))
             if progress is not None:
-                progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}",
+                progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{result.lr:.2e}",
                                      tok_s=f"{record['units_per_second']:.0f}")
-            window_loss, window_units, window_start = 0.0, 0.0, time.perf_counter()
         if progress is not None:
             progress.update(1)
         stop = False
         if (tc.eval_every and state.step % tc.eval_every == 0) or state.step == tc.steps:
-            evaluate()
+            evaluate(run)
             stop = bool(tc.patience) and state.bad_evals >= tc.patience
         if (tc.save_every and state.step % tc.save_every == 0) or state.step == tc.steps or stop:
-            checkpoint(run_dir / LAST)
+            save_last(run)
         if stop:
             break
     if progress is not None:
         progress.close()
 
-    peak = peak_memory_bytes(device)
-    if tc.keep_best and (run_dir / BEST).is_dir():
-        distributed.barrier(info)
-        load_weights(run_dir / BEST, model)
-    final = task.evaluate(model, "val", 0)
-    final.update(task.final_metrics(model))
+
+# -- phase 4: finish ---------------------------------------------------------------------------
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """Final evaluation on the best checkpoint, results.json; returns the results."""
+    tc, state, task, method = run.config.train, run.state, run.built.task, run.built.method
+    peak = peak_memory_bytes(run.dist.device)
+    trainable, total = run.param_counts
+    if tc.keep_best and (run.dir / BEST).is_dir():
+        distributed.barrier(run.dist)
+        load_weights(run.dir / BEST, run.model)
+    final = task.evaluate(run.model, "val", 0)
+    final.update(task.final_metrics(run.model))
     results = {
-        "method": config.method.name,
-        "rank": getattr(config.method, "rank", None),
+        "method": run.config.method.name,
+        "rank": None,
         "steps": state.step,
         "best_step": state.best_step,
         "metric": task.report_metric or task.selection_metric,
@@ -240,18 +332,34 @@ def train(config: RunConfig, resume: bool | str = False) -> dict[str, Any]:
         **final,
         "trainable_params": trainable,
         "total_params": total,
-        **memory_report(model, optimizer),
+        **memory_report(run.model, run.optimizer),
         "peak_memory_bytes": peak,
-        "tokens_per_second": state.units * info.world_size / max(state.train_seconds, 1e-9),
-        "svd_seconds": method.svd_seconds,
+        "tokens_per_second": state.units * run.dist.world_size / max(state.train_seconds, 1e-9),
+        "svd_seconds": 0.0,
         "train_seconds": state.train_seconds,
         "loss_history": state.history,
         "task": task.describe(),
-        "device": str(device),
-        "world_size": info.world_size,
+        "device": str(run.dist.device),
+        "world_size": run.dist.world_size,
     }
-    if info.is_main:
-        logger.log(state.step, "final", {k: v for k, v in final.items()})
-        (run_dir / RESULTS).write_text(json.dumps(results, indent=2))
-    logger.close()
+    results.update(method.report())
+    if run.dist.is_main:
+        run.logger.log(state.step, "final", dict(final))
+        (run.dir / RESULTS).write_text(json.dumps(results, indent=2))
+    run.logger.close()
     return results
+
+
+def train(config: RunConfig, resume: bool | str = False) -> dict[str, Any]:
+    """Train one run; returns (and writes to ``out_dir``/results.json) its metrics.
+
+    ``resume``: False starts fresh (refusing to overwrite an existing checkpoint), True continues
+    from ``out_dir``/last, "auto" does whichever applies (and returns finished results as they are).
+    """
+    dist = distributed.setup(config.train.device)
+    checkpoint, finished = resolve_resume(config, resume)
+    if finished is not None:
+        return finished
+    run = open_run(config, dist, checkpoint)
+    fit(run)
+    return finish(run)

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+LAST, BEST = "last", "best"  # a run directory's checkpoints: the newest, and the best by validation
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"

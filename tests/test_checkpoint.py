@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-import sst.train.checkpoint as ckpt
+import sst.checkpoint as ckpt
 
 
 def _model(value):
