@@ -11,7 +11,6 @@ import sst.data.tokenizer as tokenizer_module
 from sst.data.lm import (
     BUILTIN_CORPUS,
     check_sequences,
-    default_cache_dir,
     load_lm_data,
     num_sequences,
     pack,
@@ -130,20 +129,6 @@ def test_packing_windows_overlap_by_one_token():
 
 def test_split_documents_on_blank_lines():
     assert split_documents("a b\nc\n\n  \n\nd\r\n\r\ne\n\n") == ["a b\nc", "d", "e"]
-
-
-def test_default_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("SST_CACHE_DIR", str(tmp_path / "env"))
-    assert default_cache_dir("") == tmp_path / "env"
-    assert default_cache_dir(str(tmp_path / "arg")) == tmp_path / "arg"
-    monkeypatch.delenv("SST_CACHE_DIR")
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-
-    def no_home():
-        raise RuntimeError("Could not determine home directory")
-
-    monkeypatch.setattr(Path, "home", staticmethod(no_home))
-    assert default_cache_dir("").name == "sst-cache"
 
 
 # --- error paths -----------------------------------------------------------------------------

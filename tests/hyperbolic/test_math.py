@@ -1,11 +1,12 @@
 """Lorentz-model maths: invariants in float64, geoopt agreement, float32 stability, validation."""
 
 import math
+import threading
 
 import pytest
 import torch
 
-from sst.hyperbolic import Lorentz, validate_inputs, validation_enabled
+from sst.hyperbolic import InputValidation, Lorentz, validate_inputs, validation_enabled
 from sst.hyperbolic import math as hm
 
 D = torch.float64
@@ -159,6 +160,20 @@ def test_validate_inputs_switch_and_context():
             hm.maybe_check_on_manifold(torch.ones(2, 3), 1.0, name="layer input")
     assert not validation_enabled()
     hm.maybe_check_on_manifold(torch.ones(2, 3), 1.0)  # off: no check
+
+
+def test_validate_inputs_switches_at_once_and_per_thread():
+    switch = validate_inputs(True)  # like torch.set_grad_enabled: on without a with block
+    try:
+        assert isinstance(switch, InputValidation) and validation_enabled()
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(validation_enabled()))
+        thread.start()
+        thread.join()
+        assert seen == [False]  # another thread keeps its own setting, off by default
+    finally:
+        switch.__exit__(None, None, None)
+    assert not validation_enabled()
 
 
 def test_manifold_class_forwards_to_functions():

@@ -14,7 +14,6 @@ import io
 import lzma
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,36 +21,15 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from sst.data.tokenizer import EOT, atomic_write_bytes, cache_key, load_or_train_tokenizer
+from sst.atomic import atomic_write_bytes
+from sst.data.cache import cache_key, default_cache_dir
+from sst.data.tokenizer import EOT, load_or_train_tokenizer
 
 BUILTIN_CORPUS = Path(__file__).resolve().parent / "corpus" / "kjv.txt.xz"
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.xz")
 # Short names for common pre-training corpora: name -> (dataset path, config name).
 HF_ALIASES = {"c4": ("allenai/c4", "en"), "openwebtext": ("Skylion007/openwebtext", None)}
 HF_INSTALL = "pip install 'sparse-spectral-training[hf]'"
-
-
-def default_cache_dir(cache_dir: str = "") -> Path:
-    """``cache_dir`` if given, else ``$SST_CACHE_DIR``, else ``$XDG_CACHE_HOME/sst`` or
-    ``~/.cache/sst``, else (no usable home, as in some CI sandboxes) ``<tmp>/sst-cache``."""
-    chosen = cache_dir or os.environ.get("SST_CACHE_DIR", "")
-    if chosen:
-        return Path(chosen).expanduser()
-    candidates = []
-    if os.environ.get("XDG_CACHE_HOME"):
-        candidates.append(Path(os.environ["XDG_CACHE_HOME"]) / "sst")
-    try:
-        candidates.append(Path.home() / ".cache" / "sst")
-    except RuntimeError:  # no HOME and no passwd entry
-        pass
-    for path in candidates:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            if os.access(path, os.W_OK):
-                return path
-        except OSError:
-            continue
-    return Path(tempfile.gettempdir()) / "sst-cache"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +201,7 @@ def load_lm_data(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    cache = default_cache_dir(str(cache_dir))
+    cache = default_cache_dir(cache_dir)
     source = resolve_sources(sources, max_chars)
     documents: list[str] | None = None
 
@@ -285,7 +263,7 @@ def check_sequences(split: str, n_tokens: int, seq_len: int, needed: int = 1) ->
 
 
 __all__ = [
-    "BUILTIN_CORPUS", "LMData", "Source", "check_sequences", "default_cache_dir", "load_lm_data",
+    "BUILTIN_CORPUS", "LMData", "Source", "check_sequences", "load_lm_data",
     "num_sequences", "pack", "read_text", "resolve_sources", "split_documents",
     "stream_hf_documents", "text_files", "validation_mask",
 ]

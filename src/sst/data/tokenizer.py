@@ -8,34 +8,16 @@ and the runs of a method comparison share it.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from sst.atomic import atomic_write_text
+from sst.data.cache import cache_key
+
 EOT = "<|endoftext|>"
 _VERSION = "bytelevel-bpe-1"  # bump when training changes, so stale caches are not reused
-
-
-def cache_key(*parts: object) -> str:
-    """A short stable hex digest of ``parts`` (their ``repr``), for cache file names."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (no torn files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def train_tokenizer(documents: Iterable[str], vocab_size: int) -> Tokenizer:
@@ -65,5 +47,5 @@ def load_or_train_tokenizer(
     if path.is_file():
         return Tokenizer.from_file(str(path)), path
     tokenizer = train_tokenizer(documents(), vocab_size)
-    atomic_write_bytes(path, tokenizer.to_str().encode())
+    atomic_write_text(path, tokenizer.to_str())
     return tokenizer, path

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from sst.atomic import atomic_write_bytes, atomic_write_text
+from sst.data.cache import default_cache_dir
 
 SPLIT_FILES = {"train": "train", "val": "val", "test": "test_2016_flickr"}
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -108,12 +111,6 @@ def read_parallel(corpus_dir: Path, split: str, src_lang: str, tgt_lang: str) ->
 # Joint BPE vocabulary, trained locally and cached
 
 
-def default_cache_dir() -> Path:
-    if os.environ.get("SST_CACHE_DIR"):
-        return Path(os.environ["SST_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sst"
-
-
 def _fingerprint(files: list[Path], vocab_size: int) -> str:
     digest = hashlib.sha256(f"bpe-v1 vocab={vocab_size}".encode())
     for path in files:
@@ -130,7 +127,7 @@ def train_bpe_tokenizer(files: list[Path], vocab_size: int = 8000, cache_dir: st
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = default_cache_dir(cache_dir)
     path = cache / "tokenizers" / f"bpe-{_fingerprint(files, vocab_size)}.json"
     if path.is_file():
         return Tokenizer.from_file(str(path))
@@ -143,16 +140,8 @@ def train_bpe_tokenizer(files: list[Path], vocab_size: int = 8000, cache_dir: st
     tokenizer.train_from_iterator((line for f in files for line in read_lines(f)), trainer=trainer)
     for token_id, token in enumerate(SPECIAL_TOKENS):
         assert tokenizer.token_to_id(token) == token_id
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write-then-rename so concurrent runs never read a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        tokenizer.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # Atomic, so concurrent runs never read a half-written file; the bytes of ``tokenizer.save``.
+    atomic_write_text(path, tokenizer.to_str(pretty=True))
     return tokenizer
 
 
@@ -294,11 +283,9 @@ def write_synthetic_corpus(
             src_lines.append(" ".join(src))
             tgt_lines.append(" ".join(tgt))
         for lang, lines in ((src_lang, src_lines), (tgt_lang, tgt_lines)):
-            path = directory / f"{split}.{lang}.gz"
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+            raw = io.BytesIO()
             # mtime=0 keeps the bytes, hence the tokenizer cache key, identical across writes.
-            with open(tmp, "wb") as raw:
-                with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
-                    handle.write(("\n".join(lines) + "\n").encode("utf-8"))
-            os.replace(tmp, path)
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
+                handle.write(("\n".join(lines) + "\n").encode("utf-8"))
+            atomic_write_bytes(directory / f"{split}.{lang}.gz", raw.getvalue())
     return directory

@@ -8,6 +8,7 @@ from sst.hyperbolic import math
 from sst.hyperbolic.layers import LorentzAggregation, LorentzCentroid, LorentzLinear
 from sst.hyperbolic.manifold import Lorentz
 from sst.hyperbolic.math import (
+    InputValidation,
     centroid,
     check_on_manifold,
     dist,
@@ -30,6 +31,7 @@ from sst.hyperbolic.math import (
 )
 
 __all__ = [
+    "InputValidation",
     "Lorentz",
     "LorentzAggregation",
     "LorentzCentroid",

@@ -10,39 +10,47 @@ inner product, K as the negated "radius squared") are the same as geoopt's ``Lor
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 from typing import Union
 
 import torch
 
 Curvature = Union[float, torch.Tensor]
 
-_VALIDATE = False
+# Whether layers check that their inputs lie on the hyperboloid. A ContextVar rather than a plain
+# global: each thread (and asyncio task) has its own setting, starting from off.
+_VALIDATION: ContextVar[bool] = ContextVar("sst_hyperbolic_validation", default=False)
 
 
-class validate_inputs:
-    """Turn on (or off) membership checks of layer inputs on the hyperboloid.
+class InputValidation:
+    """Membership checks of layer inputs on the hyperboloid, switched on (or off) at construction.
 
-    Works like ``torch.set_grad_enabled``: calling ``validate_inputs(True)`` switches the checks on
-    at once; used as ``with validate_inputs(True): ...`` it restores the previous state on exit.
-    Checks cost a reduction and a host sync per layer, so they are off by default.
+    Like ``torch.set_grad_enabled``: creating it switches the setting at once; used as a context
+    manager it restores the previous setting on exit. Made by ``validate_inputs``.
     """
 
     def __init__(self, enabled: bool = True):
-        global _VALIDATE
-        self.previous = _VALIDATE
-        _VALIDATE = bool(enabled)
+        self.previous = _VALIDATION.get()
+        _VALIDATION.set(bool(enabled))
 
-    def __enter__(self) -> "validate_inputs":
+    def __enter__(self) -> InputValidation:
         return self
 
     def __exit__(self, *exc) -> None:
-        global _VALIDATE
-        _VALIDATE = self.previous
+        _VALIDATION.set(self.previous)
+
+
+def validate_inputs(enabled: bool = True) -> InputValidation:
+    """Turn input checks on (or off) now; ``with validate_inputs(True): ...`` limits it to a block.
+
+    Checks cost a reduction and a host sync per layer, so they are off by default.
+    """
+    return InputValidation(enabled)
 
 
 def validation_enabled() -> bool:
-    """Whether ``validate_inputs`` is currently on."""
-    return _VALIDATE
+    """Whether input checks are currently on (``validate_inputs``)."""
+    return _VALIDATION.get()
 
 
 def check_curvature(K: Curvature) -> None:
@@ -269,5 +277,5 @@ def check_on_manifold(x: torch.Tensor, K: Curvature = 1.0, rtol: float | None = 
 
 def maybe_check_on_manifold(x: torch.Tensor, K: Curvature = 1.0, name: str = "x") -> None:
     """``check_on_manifold`` when ``validate_inputs`` is on; a no-op otherwise."""
-    if _VALIDATE:
+    if _VALIDATION.get():
         check_on_manifold(x, K, name=name)

@@ -11,6 +11,7 @@ from torch import nn
 
 from sst.inference.loading import LoadedRun
 from sst.models.hf import lm_logits
+from sst.models.modes import eval_mode
 
 
 def next_token(logits: torch.Tensor, top_k: int = 1, temperature: float = 1.0,
@@ -43,11 +44,9 @@ def generate_ids(
         raise ValueError("the prompt is empty: give at least one token")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
     ids = list(prompt_ids)
     new: list[int] = []
-    try:
+    with eval_mode(model):
         for _ in range(max_new_tokens):
             context = ids[-max_context:] if max_context > 0 else ids
             logits = lm_logits(model, torch.tensor([context], device=device))[0, -1]
@@ -56,8 +55,6 @@ def generate_ids(
             new.append(token)
             if token == stop_id:
                 break
-    finally:
-        model.train(was_training)
     return new
 
 

@@ -3,7 +3,8 @@
 Tokens: x = expmap0([0, E[tok] + P[pos]]) (positions added in the tangent space at the origin).
 Attention per head h: a_ij = softmax_j(-d_L^2(q_i, k_j) / (tau_h sqrt(d_head))), out_i = centroid_j(a_ij, v_j)
 with d_L^2(x, y) = -2K - 2<x, y>_L. Residual: add space parts of x and F(x), re-project. Logits:
-output_proj(logmap0(y)) with a Euclidean ``nn.Linear``. Decoding reuses ``sst.models.translation``.
+output_proj(logmap0(y)) with a Euclidean ``nn.Linear``. Decoding reuses ``sst.models.translation``
+and the key/value cache ``sst.models.kv_cache``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from torch import nn
 
 from sst.hyperbolic import math as hm
 from sst.hyperbolic.layers import LorentzLinear
+from sst.models.kv_cache import (
+    CachedAttention,
+    KVCache,
+    causal_mask,
+    cross_attention_key,
+    self_attention_key,
+)
 from sst.models.translation import Seq2Seq, TranslationConfig, sinusoidal_positions
 
 
@@ -55,8 +63,8 @@ def lorentz_residual(x: torch.Tensor, y: torch.Tensor, K: float) -> torch.Tensor
     return _to_point(x[..., 1:].float() + y[..., 1:].float(), K)
 
 
-class LorentzAttention(nn.Module):
-    """Multi-head Lorentz attention; self-attention when ``kv is x``, cross-attention otherwise.
+class LorentzAttention(CachedAttention):
+    """Multi-head Lorentz attention: softmax of negative squared distances, Lorentz centroid of values.
 
     q_proj/k_proj/v_proj/o_proj are LorentzLinear(d, d) (inner ``.linear`` of shape (d+1, d+1)).
     Heads split the d space coordinates of q, k, v into n_heads blocks of d_head; each block is
@@ -67,10 +75,8 @@ class LorentzAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, K: float, dropout: float):
-        super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
-        self.n_heads, self.d_head, self.K = n_heads, d_model // n_heads, K
+        super().__init__(d_model, n_heads)
+        self.K = K
         self.q_proj = LorentzLinear(d_model, d_model, K)
         self.k_proj = LorentzLinear(d_model, d_model, K)
         self.v_proj = LorentzLinear(d_model, d_model, K)
@@ -84,30 +90,13 @@ class LorentzAttention(nn.Module):
         space = x[..., 1:].float().view(B, L, self.n_heads, self.d_head).transpose(1, 2)
         return _to_point(space, self.K)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        kv: torch.Tensor,
-        key_mask: torch.Tensor | None = None,
-        causal: bool = False,
-        cache: dict[str, torch.Tensor] | None = None,
-        key: str = "",
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, causal: bool
     ) -> torch.Tensor:
-        """x (B, T, d+1) query points, kv (B, S, d+1) key/value points, key_mask (B, S) True at real
-        tokens -> (B, T, d+1) points. ``cache`` stores per-head keys/values (B, H, L, d_head+1)
-        under ``key``: appended to for causal self-attention, computed once for cross-attention."""
-        B, T, _ = x.shape
-        q = self._split(self.q_proj(x))
-        if cache is not None and not causal and f"{key}.k" in cache:
-            k, v = cache[f"{key}.k"], cache[f"{key}.v"]
-        else:
-            k, v = self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
-            if cache is not None:
-                if causal and f"{key}.k" in cache:
-                    k = torch.cat([cache[f"{key}.k"], k], dim=2)
-                    v = torch.cat([cache[f"{key}.v"], v], dim=2)
-                cache[f"{key}.k"], cache[f"{key}.v"] = k, v
-        with _float32(x.device):
+        """Per-head points q (B, H, T, d_head+1), k and v (B, H, L, d_head+1), key_mask (B, L) or
+        None -> (B, T, d+1) points."""
+        B, _, T, _ = q.shape
+        with _float32(q.device):
             # <q, k>_L = q_1: . k_1: - q_0 k_0, as one matmul with the time sign flipped on q
             q_signed = torch.cat([-q[..., :1], q[..., 1:]], dim=-1)
             sq_dist = (-2 * self.K - 2 * q_signed @ k.transpose(-1, -2)).clamp_min(0.0)
@@ -117,9 +106,7 @@ class LorentzAttention(nn.Module):
             if key_mask is not None:
                 scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
             if causal:
-                # new queries are the last T of the S cached positions: query i sees keys <= S - T + i
-                allowed = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
-                scores = scores.masked_fill(~allowed, float("-inf"))
+                scores = scores.masked_fill(~causal_mask(T, S, q.device), float("-inf"))
             weights = self.dropout(torch.softmax(scores, dim=-1))
             heads = hm.centroid(v, weights, self.K)  # (B, H, T, d_head+1)
             merged = _to_point(heads[..., 1:].transpose(1, 2).reshape(B, T, -1), self.K)
@@ -166,16 +153,16 @@ class LorentzDecoderLayer(nn.Module):
         y: torch.Tensor,
         memory: torch.Tensor,
         src_mask: torch.Tensor,
-        cache: dict[str, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """y (B, T, d+1), memory (B, S, d+1), src_mask (B, S) -> (B, T, d+1) points.
 
         Target padding follows every real token, so the causal mask keeps real positions from it.
         """
         hm.maybe_check_on_manifold(y, self.K, name="LorentzDecoderLayer input")
-        own = self.self_attn(y, y, causal=True, cache=cache, key=f"{self.index}.self")
+        own = self.self_attn(y, y, causal=True, cache=cache, key=self_attention_key(self.index))
         y = lorentz_residual(y, own, self.K)
-        cross = self.cross_attn(y, memory, src_mask, cache=cache, key=f"{self.index}.cross")
+        cross = self.cross_attn(y, memory, src_mask, cache=cache, key=cross_attention_key(self.index))
         y = lorentz_residual(y, cross, self.K)
         return lorentz_residual(y, self.ffn(y), self.K)
 
@@ -192,13 +179,7 @@ class HyboNetTransformer(Seq2Seq):
     def __init__(self, cfg: HyboNetTransformerConfig):
         super().__init__()
         hm.check_curvature(cfg.K)
-        self.config = cfg
-        self.src_embed = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
-        self.tgt_embed = (
-            self.src_embed
-            if cfg.share_embeddings
-            else nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
-        )
+        self._init_token_embeddings(cfg)
         # unit-norm tangent positions (sinusoid rows have norm sqrt(d/2)): points stay within a few
         # units of the origin, where float32 distances are accurate
         positions = sinusoidal_positions(cfg.max_len, cfg.d_model) / math.sqrt(cfg.d_model / 2)
@@ -219,10 +200,7 @@ class HyboNetTransformer(Seq2Seq):
 
     def _embed(self, embed: nn.Embedding, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """tokens (B, L) at positions offset..offset+L-1 -> points (B, L, d+1) = expmap0([0, E + P])."""
-        end = offset + tokens.shape[1]
-        if end > self.positions.shape[0]:
-            raise ValueError(f"sequence length {end} exceeds the model's max_len={self.positions.shape[0]}")
-        tangent = self.dropout(embed(tokens).float() + self.positions[offset:end])
+        tangent = self.dropout(embed(tokens).float() + self._positions_at(offset, tokens.shape[1]))
         return hm.expmap0(F.pad(tangent, (1, 0)), self.config.K)
 
     def _encoder_output(self, x: torch.Tensor) -> torch.Tensor:

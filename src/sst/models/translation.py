@@ -16,6 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sst.models.kv_cache import (
+    CachedAttention,
+    KVCache,
+    cached_length,
+    causal_mask,
+    cross_attention_key,
+    reorder_cache,
+    self_attention_key,
+)
+
 
 @dataclass
 class TranslationConfig:
@@ -44,56 +54,35 @@ def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
     return table.float()
 
 
-class Attention(nn.Module):
-    """Multi-head attention; self-attention when ``kv is x``, cross-attention otherwise."""
+class Attention(CachedAttention):
+    """Multi-head softmax(Q K^T / sqrt(d_head) + mask) V over d-dimensional vectors."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float):
-        super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
-        self.n_heads = n_heads
+        super().__init__(d_model, n_heads)
         self.dropout = dropout
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
         self.o_proj = nn.Linear(d_model, d_model)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        kv: torch.Tensor,
-        key_mask: torch.Tensor | None = None,
-        causal: bool = False,
-        cache: dict[str, torch.Tensor] | None = None,
-        key: str = "",
-    ) -> torch.Tensor:
-        """x (B, T, d) queries, kv (B, S, d) keys/values, key_mask (B, S) True at real tokens -> (B, T, d).
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, d) -> (B, h, L, d / h) per-head vectors."""
+        B, L, _ = x.shape
+        return x.view(B, L, self.n_heads, self.d_head).transpose(1, 2)
 
-        With ``cache``, keys/values are stored under ``key``: causal self-attention appends the new
-        positions to those of earlier calls; cross-attention computes them once.
-        """
-        B, T, d = x.shape
-        h = self.n_heads
-        q = self.q_proj(x).view(B, T, h, d // h).transpose(1, 2)
-        if cache is not None and not causal and f"{key}.k" in cache:
-            k, v = cache[f"{key}.k"], cache[f"{key}.v"]
-        else:
-            k = self.k_proj(kv).view(B, kv.shape[1], h, d // h).transpose(1, 2)
-            v = self.v_proj(kv).view(B, kv.shape[1], h, d // h).transpose(1, 2)
-            if cache is not None:
-                if causal and f"{key}.k" in cache:
-                    k = torch.cat([cache[f"{key}.k"], k], dim=2)
-                    v = torch.cat([cache[f"{key}.v"], v], dim=2)
-                cache[f"{key}.k"], cache[f"{key}.v"] = k, v
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, causal: bool
+    ) -> torch.Tensor:
+        """q (B, h, T, d/h), k and v (B, h, L, d/h), key_mask (B, L) or None -> (B, T, d)."""
+        B, _, T, _ = q.shape
         mask = None if key_mask is None else key_mask[:, None, None, :]
-        if causal and k.shape[2] > T:
-            # New queries sit at the last T of the cached positions: query i sees keys <= offset + i.
-            mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - T)
+        if causal and k.shape[2] > T:  # cached earlier positions: the square causal mask no longer fits
+            mask = causal_mask(T, k.shape[2], q.device)
             causal = False
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
         )
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, d))
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
 class FeedForward(nn.Module):
@@ -143,7 +132,7 @@ class DecoderLayer(nn.Module):
         y: torch.Tensor,
         memory: torch.Tensor,
         src_mask: torch.Tensor,
-        cache: dict[str, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """y (B, T, d), memory (B, S, d), src_mask (B, S) -> (B, T, d); ``cache`` as in ``decode``.
 
@@ -151,18 +140,38 @@ class DecoderLayer(nn.Module):
         from seeing it; outputs at padded positions are ignored by the loss.
         """
         h = self.norm1(y)
-        y = y + self.dropout(self.self_attn(h, h, causal=True, cache=cache, key=f"{self.index}.self"))
+        own = self.self_attn(h, h, causal=True, cache=cache, key=self_attention_key(self.index))
+        y = y + self.dropout(own)
         h = self.norm2(y)
-        y = y + self.dropout(self.cross_attn(h, memory, src_mask, cache=cache, key=f"{self.index}.cross"))
+        cross = self.cross_attn(h, memory, src_mask, cache=cache, key=cross_attention_key(self.index))
+        y = y + self.dropout(cross)
         return y + self.dropout(self.ffn(self.norm3(y)))
 
 
 class Seq2Seq(nn.Module):
     """The encoder-decoder skeleton shared by the Euclidean and the Lorentz Transformer.
 
-    Subclasses provide ``_embed(embedding, tokens, offset)``, the ``encoder``/``decoder`` layer
-    lists, ``_encoder_output`` (final normalisation of the memory) and ``_logits``.
+    Subclasses call ``_init_token_embeddings`` and provide a ``positions`` buffer (max_len, d),
+    ``_embed(embedding, tokens, offset)``, the ``encoder``/``decoder`` layer lists,
+    ``_encoder_output`` (final normalisation of the memory) and ``_logits``.
     """
+
+    def _init_token_embeddings(self, cfg: TranslationConfig) -> None:
+        """Set ``config`` and the (V, d) tables ``src_embed``, ``tgt_embed`` (one table when shared)."""
+        self.config = cfg
+        self.src_embed = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
+        self.tgt_embed = (
+            self.src_embed
+            if cfg.share_embeddings
+            else nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
+        )
+
+    def _positions_at(self, offset: int, length: int) -> torch.Tensor:
+        """Rows offset..offset+length-1 of ``positions``: (length, d); ValueError past max_len."""
+        end = offset + length
+        if end > self.positions.shape[0]:
+            raise ValueError(f"sequence length {end} exceeds the model's max_len={self.positions.shape[0]}")
+        return self.positions[offset:end]
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """src (B, S) token ids -> memory (B, S, D) and src_mask (B, S) bool, True at real tokens."""
@@ -177,15 +186,14 @@ class Seq2Seq(nn.Module):
         tgt_in: torch.Tensor,
         memory: torch.Tensor,
         src_mask: torch.Tensor,
-        cache: dict[str, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """tgt_in (B, T), memory (B, S, D), src_mask (B, S) -> logits (B, T, V).
 
         Incremental decoding: pass the same ``cache`` dict (initially empty) on every call with only
         the new target tokens; it fills with per-layer keys/values (B, heads, L, ...), batch first.
         """
-        offset = cache["0.self.k"].shape[2] if cache else 0
-        y = self._embed(self.tgt_embed, tgt_in, offset)
+        y = self._embed(self.tgt_embed, tgt_in, cached_length(cache))
         for layer in self.decoder:
             y = layer(y, memory, src_mask, cache)
         return self._logits(y)
@@ -209,13 +217,7 @@ class TranslationTransformer(Seq2Seq):
 
     def __init__(self, cfg: TranslationConfig):
         super().__init__()
-        self.config = cfg
-        self.src_embed = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
-        self.tgt_embed = (
-            self.src_embed
-            if cfg.share_embeddings
-            else nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
-        )
+        self._init_token_embeddings(cfg)
         self.register_buffer("positions", sinusoidal_positions(cfg.max_len, cfg.d_model), persistent=False)
         self.dropout = nn.Dropout(cfg.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
@@ -242,10 +244,7 @@ class TranslationTransformer(Seq2Seq):
 
     def _embed(self, embed: nn.Embedding, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """tokens (B, L) at positions offset..offset+L-1 -> (B, L, d)."""
-        end = offset + tokens.shape[1]
-        if end > self.positions.shape[0]:
-            raise ValueError(f"sequence length {end} exceeds the model's max_len={self.positions.shape[0]}")
-        x = embed(tokens) * math.sqrt(self.config.d_model) + self.positions[offset:end]
+        x = embed(tokens) * math.sqrt(self.config.d_model) + self._positions_at(offset, tokens.shape[1])
         return self.dropout(x)
 
     def _encoder_output(self, x: torch.Tensor) -> torch.Tensor:
@@ -269,7 +268,7 @@ class EncoderDecoder(Protocol):
         tgt_in: torch.Tensor,
         memory: torch.Tensor,
         src_mask: torch.Tensor,
-        cache: dict[str, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) for ``tgt_in`` (B, T); with a ``cache`` dict (any tensors, batch first,
         that decoding may reorder along dim 0), ``tgt_in`` holds only the tokens after the cached ones."""
@@ -302,7 +301,7 @@ def greedy_decode(model: EncoderDecoder, src: torch.Tensor, max_len: int) -> lis
     """
     cfg = model.config
     memory, src_mask = model.encode(src)
-    cache: dict[str, torch.Tensor] = {}
+    cache: KVCache = {}
     token = torch.full((src.shape[0], 1), cfg.bos_id, dtype=torch.long, device=src.device)
     done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
     generated = []
@@ -335,7 +334,7 @@ def beam_search(
     results = []
     for b in range(src.shape[0]):
         mem, mask = memory[b : b + 1], src_mask[b : b + 1]
-        cache: dict[str, torch.Tensor] = {}
+        cache: KVCache = {}
         hyps = torch.empty(1, 0, dtype=torch.long, device=src.device)  # (k, step - 1) tokens so far
         last = torch.full((1, 1), cfg.bos_id, dtype=torch.long, device=src.device)
         scores = torch.zeros(1, device=src.device)
@@ -362,7 +361,7 @@ def beam_search(
             last = torch.tensor(keep_tokens, device=src.device)[:, None]
             hyps = torch.cat([hyps[rows], last], dim=1)
             scores = torch.tensor(keep_scores, device=src.device)
-            cache = {name: value[rows] for name, value in cache.items()}
+            cache = reorder_cache(cache, rows)
         else:
             finished += [(s / max_len**length_penalty, h) for s, h in zip(scores.tolist(), hyps.tolist())]
         results.append(max(finished, key=lambda item: item[0])[1])

@@ -6,7 +6,6 @@ from sst.spectral.functional import (
     compose,
     sample_indices,
     sampling_probabilities,
-    spectral_linear,
     svd_factors,
 )
 from sst.spectral.linear import SpectralLinear
@@ -18,6 +17,5 @@ __all__ = [
     "compose",
     "sample_indices",
     "sampling_probabilities",
-    "spectral_linear",
     "svd_factors",
 ]

@@ -34,21 +34,6 @@ def compose(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
     return (U * S.unsqueeze(0)) @ Vh
 
 
-def spectral_linear(
-    x: torch.Tensor,
-    U: torch.Tensor,
-    S: torch.Tensor,
-    Vh: torch.Tensor,
-    bias: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """y = x (U diag(S) Vh)^T + b for x (..., in) -> y (..., out).
-
-    The weight is composed first: that costs out*in*k once per call, far less than the
-    tokens*out*in of the product when the batch holds more tokens than k.
-    """
-    return torch.nn.functional.linear(x, compose(U, S, Vh), bias)
-
-
 def sampling_probabilities(S: torch.Tensor, mode: SamplingMode) -> torch.Tensor:
     """Probability of activating each singular vector, S (k,) -> p (k,), summing to 1.
 

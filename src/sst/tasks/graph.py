@@ -20,6 +20,7 @@ from torch import nn
 from sst.schema import ConfigError
 from sst.data.graphs import Graph, LinkSplit, load_graph, sample_negative_edges, split_edges
 from sst.models.hyperbolic_gcn import HyboNetGCN
+from sst.models.modes import eval_mode
 from sst.tasks.base import Task, TaskConfig
 
 GraphDataset = Literal["cora", "airport", "disease_lp", "disease_tree"]
@@ -171,14 +172,9 @@ class _GraphTask(Task):
     def _forward_eval(self, model: nn.Module, edge_index: torch.Tensor, pairs=None) -> torch.Tensor:
         # Full-graph forward in eval mode, restoring the caller's mode; outputs float32 on the CPU.
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                pairs = None if pairs is None else pairs.to(device)
-                out = model(self.graph.features.to(device), edge_index.to(device), pairs)
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.no_grad():
+            pairs = None if pairs is None else pairs.to(device)
+            out = model(self.graph.features.to(device), edge_index.to(device), pairs)
         return out.float().cpu()
 
     def describe(self) -> dict[str, Any]:

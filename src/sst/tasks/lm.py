@@ -22,6 +22,7 @@ from sst.schema import ConfigError
 from sst.data.lm import LMData, check_sequences, load_lm_data, pack
 from sst.models.hf import HF_MODELS, OPT_PRESETS, build_hf_model, lm_logits
 from sst.models.llama import LLAMA_PRESETS, build_llama
+from sst.models.modes import eval_mode
 from sst.tasks.base import Task, TaskConfig
 
 # Rough upper bound of characters per BPE token, to size how much text a streamed source reads.
@@ -45,7 +46,7 @@ class LMTaskConfig(TaskConfig):
     batch_size: int = 8  # sequences per micro-batch
     val_fraction: float = 0.05  # share of documents held out for validation
     max_train_tokens: int = 0  # 0: every training token (required > 0 for "hf:" sources)
-    cache_dir: str = ""  # "": $SST_CACHE_DIR or ~/.cache/sst
+    cache_dir: str = ""  # "": sst.data.cache.default_cache_dir ($SST_CACHE_DIR, ~/.cache/sst, ...)
 
     def __post_init__(self) -> None:
         is_hf = self.model.startswith("hf:") and self.model.removeprefix("hf:") in HF_MODELS
@@ -167,20 +168,15 @@ class LMTask(Task):
         if max_batches:
             n_batches = min(n_batches, max_batches)
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         total, count = 0.0, 0.0
-        try:
-            with torch.no_grad():
-                for b in range(n_batches):
-                    rows = np.arange(b * c.batch_size, min((b + 1) * c.batch_size, n))
-                    seqs = torch.from_numpy(pack(tokens, c.seq_len, rows)).to(device)
-                    batch = {"input_ids": seqs[:, :-1], "labels": seqs[:, 1:]}
-                    loss, units = self.loss(model, batch)
-                    total += loss.item() * units
-                    count += units
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.no_grad():
+            for b in range(n_batches):
+                rows = np.arange(b * c.batch_size, min((b + 1) * c.batch_size, n))
+                seqs = torch.from_numpy(pack(tokens, c.seq_len, rows)).to(device)
+                batch = {"input_ids": seqs[:, :-1], "labels": seqs[:, 1:]}
+                loss, units = self.loss(model, batch)
+                total += loss.item() * units
+                count += units
         mean = total / count
         ppl = math.exp(min(mean, 700.0))  # exp overflows a float64 past ~709
         return {f"{split}_loss": mean, f"{split}_ppl": ppl, f"{split}_tokens": count}

@@ -17,7 +17,9 @@ from torch import nn
 
 from sst.schema import ConfigError
 from sst.data import translation as mt_data
+from sst.data.cache import default_cache_dir
 from sst.models.hyperbolic_transformer import HyboNetTransformer, HyboNetTransformerConfig
+from sst.models.modes import eval_mode
 from sst.models.translation import TranslationConfig, TranslationTransformer, label_smoothed_cross_entropy
 from sst.tasks.base import Task, TaskConfig, move_to
 
@@ -45,7 +47,7 @@ class TranslationTaskConfig(TaskConfig):
     length_penalty: float = 1.0
     eval_bleu: bool = True
     bleu_max_sentences: int = 0  # 0 = the whole split
-    cache_dir: str = ""  # "" = SST_CACHE_DIR or ~/.cache/sst
+    cache_dir: str = ""  # "": sst.data.cache.default_cache_dir ($SST_CACHE_DIR, ~/.cache/sst, ...)
     geometry: Literal["euclidean", "lorentz"] = "euclidean"
     curvature: float = 1.0  # lorentz: K of the hyperboloid <x, x>_L = -K (curvature -1/K)
 
@@ -119,7 +121,7 @@ class TranslationTask(Task):
         super().__init__(config, seed, run_dir)
         if not config.eval_bleu:  # select and report on loss when BLEU is switched off
             self.selection_metric, self.report_metric, self.higher_is_better = "val_loss", "test_loss", False
-        cache_dir = Path(config.cache_dir) if config.cache_dir else mt_data.default_cache_dir()
+        cache_dir = default_cache_dir(config.cache_dir)
         if config.data == "synthetic":
             corpus_dir = mt_data.write_synthetic_corpus(
                 Path(config.data_dir) if config.data_dir else cache_dir / "synthetic",
@@ -177,9 +179,7 @@ class TranslationTask(Task):
         the loss batches (a fixed random subset); BLEU uses ``bleu_max_sentences``."""
         data = self.data.splits[split]
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             batches = data.batches(self.config.max_tokens)
             order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(0)).tolist()
             if max_batches > 0:
@@ -198,8 +198,6 @@ class TranslationTask(Task):
                 n = self.config.bleu_max_sentences or len(data)
                 hyps = mt_data.decode(self.data.tokenizer, self.translate(model, data.src_ids[:n]))
                 metrics[f"{split}_bleu"] = corpus_bleu(hyps, data.tgt_text[:n])
-        finally:
-            model.train(was_training)
         return metrics
 
     def final_metrics(self, model: nn.Module) -> dict[str, float]:

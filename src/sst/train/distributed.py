@@ -82,8 +82,3 @@ def all_true(flag: bool, info: DistInfo) -> bool:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         torch.distributed.barrier()
-
-
-def teardown(info: DistInfo) -> None:
-    if info.enabled and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
