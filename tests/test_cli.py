@@ -54,3 +54,13 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "tiny/lm" in out and "translation" in out and "sst" in out
+
+
+def test_overrides_may_follow_the_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "tiny/lm", "--out", str(out), "train.steps=2", "train.progress=false",
+                 "method.rank=2"]) == 0
+    assert json.loads((out / "results.json").read_text())["rank"] == 2
+    with pytest.raises(SystemExit):
+        main(["train", "tiny/lm", "--out", str(out), "--no-such-option"])
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err

@@ -16,6 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. Units of one rank never import each other.
 LAYERS: list[set[str]] = [
+    {"errors"},  # the error types
     {"schema", "atomic"},  # plain Python
     {"registry", "spectral", "hyperbolic", "optim"},  # torch-only maths and plug-in registries
     {"methods", "models", "data"},  # methods know spectral/optim; models know hyperbolic

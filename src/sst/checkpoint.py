@@ -1,15 +1,23 @@
-"""Checkpoints: a directory with model.safetensors, state.pt and config.yaml, replaced atomically.
+"""Checkpoints: numbered folders written whole, and a ``last`` / ``best`` link swapped atomically.
 
-state.pt holds the optimizer, the method's state, the loop's counters and RNG states: tensors and
-plain values only, so it loads with ``torch.load(weights_only=True)``. A new checkpoint is built in
-a temporary directory and swapped in by renames, so a crash never leaves a half-written one.
+A save writes model.safetensors, state.pt and config.yaml into a hidden temporary folder, then
+manifest.json (each file's size, and the SHA-256 of the binary ones), renames the folder to
+``<name>-<n>`` and points the symlink ``<name>`` at it with one os.replace. Superseded folders
+are renamed to a hidden trash name before they are deleted. So a crash at any instruction leaves
+the newest complete checkpoint reachable, and nothing half-deleted can look complete.
+state.pt holds tensors and plain values only (``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import os
+import re
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +27,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from sst.atomic import fsync_dir
+from sst.errors import CheckpointError
+
 LAST, BEST = "last", "best"  # a run directory's checkpoints: the newest, and the best by validation
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"
+MANIFEST_FILE = "manifest.json"
+# Binary files get a checksum; config.yaml is text a user may read and edit, and the strict
+# config loader validates it on every load.
+CHECKSUMMED = (MODEL_FILE, STATE_FILE)
+KEEP = {LAST: 2}  # numbered folders kept per link name; 1 for any other name
 
 # Keys that may change between a checkpoint and its resumption without breaking exactness
 # of what was already trained (bookkeeping and the length of the run).
@@ -31,61 +47,206 @@ RESUMABLE_CHANGES = {
     "train.patience", "train.tensorboard", "train.keep_best", "out_dir", "train.device",
 }
 
+__all__ = [
+    "BEST", "CONFIG_FILE", "LAST", "MODEL_FILE", "STATE_FILE", "CheckpointError", "check_same_run",
+    "clean_stale", "config_differences", "find_checkpoint", "is_complete", "load_checkpoint",
+    "load_config_file", "load_weights", "save_checkpoint",
+]
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated, corrupt, or belongs to another configuration."""
+
+def _index_pattern(name: str) -> re.Pattern:
+    return re.compile(re.escape(name) + r"-(\d{6,})")
 
 
-def _fsync_dir(path: Path) -> None:
+def numbered_folders(path: Path) -> list[tuple[int, Path]]:
+    """The ``<name>-<n>`` folders beside link ``path``, oldest first."""
+    pattern = _index_pattern(path.name)
+    found = []
+    if path.parent.is_dir():
+        for entry in path.parent.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_dir() and not entry.is_symlink():
+                found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(folder: Path) -> dict | None:
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        files = json.loads((folder / MANIFEST_FILE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return files if isinstance(files, dict) else None
+
+
+def is_complete(folder: str | Path) -> bool:
+    """Every file the loader needs is there: the manifest and what it lists (contents are checked
+    on load). Folders written before manifests existed need model.safetensors and state.pt."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    if (folder / MANIFEST_FILE).exists():
+        files = _manifest(folder)
+        return files is not None and all((folder / name).is_file() for name in files)
+    return (folder / MODEL_FILE).is_file() and (folder / STATE_FILE).is_file()
+
+
+def verify_file(file: Path, problem: str) -> None:
+    """Raise CheckpointError("<file>: <problem> ...") if ``file`` differs from its manifest entry."""
+    entry = (_manifest(file.parent) or {}).get(file.name)
+    if not entry:
+        return  # written before manifests existed
+    size = file.stat().st_size
+    if size != entry.get("size"):
+        raise CheckpointError(f"{file}: {problem} ({size} bytes, {entry.get('size')} were written)")
+    if "sha256" in entry and _sha256(file) != entry["sha256"]:
+        raise CheckpointError(f"{file}: {problem} (its SHA-256 differs from the one written with it)")
+
+
+def _describe_os_error(err: OSError) -> str:
+    if err.errno == errno.ENOSPC:
+        return "the disk is full"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied (read-only folder?)"
+    return err.strerror or str(err)
 
 
 def save_checkpoint(
     path: str | Path, model: nn.Module, state: dict[str, Any], config: dict[str, Any] | None = None
 ) -> Path:
-    """Write ``path``/ {model.safetensors, state.pt, config.yaml} atomically; returns ``path``."""
+    """Write a complete checkpoint and point link ``path`` at it; returns the new numbered folder.
+
+    An OSError (disk full, permissions) becomes a CheckpointError that says so; the previous
+    checkpoint stays as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    root = path.parent
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=root))
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint {path}: {_describe_os_error(err)}") from err
     try:
         save_model(model, str(tmp / MODEL_FILE))
         torch.save(state, tmp / STATE_FILE)
         if config is not None:
             (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-        for f in tmp.iterdir():
+        files = {}
+        for f in sorted(tmp.iterdir()):
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        old = path.with_name(path.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        if old.exists():
-            shutil.rmtree(old)
-    except BaseException:
+            files[f.name] = {"size": f.stat().st_size}
+            if f.name in CHECKSUMMED:
+                files[f.name]["sha256"] = _sha256(f)
+        with open(tmp / MANIFEST_FILE, "w") as fh:  # written last: its presence marks the folder whole
+            json.dump({"files": files}, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        existing = numbered_folders(path)
+        target = root / f"{path.name}-{(existing[-1][0] + 1 if existing else 1):06d}"
+        os.rename(tmp, target)
+        fsync_dir(root)
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) or (isinstance(err, RuntimeError) and "unexpected pos" in str(err)):
+            # torch.save reports a full disk as "unexpected pos" from its zip writer.
+            reason = _describe_os_error(err) if isinstance(err, OSError) else f"the disk is full? ({err})"
+            kept = find_checkpoint(path)
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {reason}; "
+                + (f"the previous checkpoint {kept} is kept" if kept else "no earlier checkpoint exists")
+            ) from err
         raise
-    return path
+    try:
+        _point(path, target)
+        _prune(path, keep=KEEP.get(path.name, 1), protect=target)
+    except OSError as err:  # the new folder is complete and find_checkpoint reaches it without the link
+        raise CheckpointError(f"checkpoint {target} was written but {path} could not be updated: "
+                              f"{_describe_os_error(err)}") from err
+    return target
+
+
+def _trash(folder: Path, link: Path) -> None:
+    """Rename ``folder`` out of sight first, then delete it: a half-deleted one is never found.
+    The hidden name starts with ``.<link name>.trash-`` so that ``clean_stale`` finds leftovers."""
+    trash = folder.with_name(f".{link.name}.trash-{folder.name}-{uuid.uuid4().hex[:8]}")
+    os.rename(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _point(path: Path, target: Path) -> None:
+    """Make symlink ``path`` name ``target`` (a sibling) in one atomic replace."""
+    link = path.with_name(f".{path.name}.link-{uuid.uuid4().hex[:8]}")
+    os.symlink(target.name, link, target_is_directory=True)
+    try:
+        if path.is_dir() and not path.is_symlink():  # a real folder left by an older version
+            _trash(path, path)
+        os.replace(link, path)
+    except BaseException:
+        link.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _prune(path: Path, keep: int, protect: Path) -> None:
+    for _, folder in numbered_folders(path)[:-keep]:
+        if folder != protect:
+            _trash(folder, path)
+    old = path.with_name(path.name + ".old")  # an older version's interrupted swap
+    if old.is_dir():
+        _trash(old, path)
 
 
 def find_checkpoint(path: str | Path) -> Path | None:
-    """``path`` if complete, else the ``.old`` copy left by an interrupted swap, else None."""
+    """The complete checkpoint behind link ``path``; else the newest complete numbered folder;
+    else the ``.old`` copy an older version's interrupted swap left; else None."""
     path = Path(path)
-    for candidate in (path, path.with_name(path.name + ".old")):
-        if (candidate / MODEL_FILE).is_file() and (candidate / STATE_FILE).is_file():
-            return candidate
-    return None
+    if is_complete(path):
+        return path
+    for _, folder in reversed(numbered_folders(path)):
+        if is_complete(folder):
+            return folder
+    old = path.with_name(path.name + ".old")
+    return old if is_complete(old) else None
+
+
+def clean_stale(path: str | Path, keep: Path) -> list[str]:
+    """Remove what interrupted saves left beside link ``path`` (temporary folders and links, trash,
+    incomplete folders, folders newer than ``keep``, the checkpoint a run resumes from); returns
+    the names removed. Never touches ``keep`` or what ``path`` points to."""
+    path, keep = Path(path), Path(keep)
+    removed = []
+    prefix = f".{path.name}."
+    if not path.parent.is_dir():
+        return removed
+    keep_real = keep.resolve()
+    keep_index = next((n for n, f in numbered_folders(path) if f.resolve() == keep_real), None)
+    for entry in sorted(path.parent.iterdir()):
+        stale = entry.name.startswith(prefix) and any(
+            entry.name[len(prefix):].startswith(k) for k in ("tmp-", "link-", "trash-"))
+        match = _index_pattern(path.name).fullmatch(entry.name)
+        if match and entry.resolve() != keep_real:
+            newer = keep_index is not None and int(match.group(1)) > keep_index
+            stale = stale or newer or not is_complete(entry)
+        if not stale:
+            continue
+        if entry.is_symlink() or entry.is_file():
+            entry.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry.name)
+    if path.is_symlink() and path.resolve() != keep_real and not is_complete(path):
+        path.unlink()
+        removed.append(path.name)
+    return removed
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -104,6 +265,7 @@ def load_checkpoint(path: str | Path, model: nn.Module, map_location: str | torc
     if found is None:
         raise CheckpointError(f"no checkpoint at {path} (expected {MODEL_FILE} and {STATE_FILE})")
     load_weights(found, model)
+    verify_file(found / STATE_FILE, "cannot be read")
     try:
         return torch.load(found / STATE_FILE, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated pickles raise several different error types
@@ -115,6 +277,7 @@ def load_weights(path: str | Path, model: nn.Module) -> None:
     file = Path(path) / MODEL_FILE if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise CheckpointError(f"{file}: missing")
+    verify_file(file, "truncated or corrupt")
     try:
         missing, unexpected = load_model(model, str(file), strict=False)
     except (SafetensorError, OSError, ValueError) as err:

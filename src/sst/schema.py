@@ -2,7 +2,7 @@
 
 ``from_dict(Cls, mapping)`` rejects unknown keys and wrongly typed values with a ``ConfigError``
 naming the dotted key. A dataclass field whose metadata names a ``registry`` is polymorphic: its
-``name`` key picks the dataclass from that registry (``sst.registry``). Depends on nothing in sst.
+``name`` key picks the dataclass from that registry (``sst.registry``). Depends only on sst.errors.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import types
 import typing
 from typing import Any, Literal
 
-
-class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message names the dotted key."""
+from sst.errors import ConfigError
 
 
 def _type_name(tp: Any) -> str:

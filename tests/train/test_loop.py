@@ -125,3 +125,68 @@ def test_results_file_has_the_comparison_fields(tmp_path):
         assert key in on_disk
     assert on_disk["val_ppl"] == pytest.approx(torch.tensor(results["val_loss"]).exp().item(), rel=1e-6)
     assert 0 < on_disk["trainable_params"] < on_disk["total_params"]
+
+
+def _all_finite(state):
+    tensors = []
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            tensors.append(x)
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+
+    walk(state)
+    return all(bool(t.isfinite().all()) for t in tensors if t.is_floating_point())
+
+
+@pytest.mark.parametrize("method", ["sst", "relora", "galore"])
+def test_a_diverging_run_stops_cleanly_and_keeps_a_finite_checkpoint(tmp_path, method):
+    from safetensors.torch import load_file
+
+    cfg = build_config(tiny_lm_config(tmp_path, {"name": method, "rank": 4}, steps=30, lr=1e6,
+                                      save_every=1, warmup_steps=0))
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+ .*the last good checkpoint .* is kept"):
+        train(cfg)
+    kept = tmp_path / "last"
+    assert _all_finite(load_file(str(kept / "model.safetensors")))
+    assert _all_finite(torch.load(kept / "state.pt", weights_only=True))
+
+
+def test_non_finite_spectral_tensors_are_caught_before_resampling(tmp_path, monkeypatch):
+    from sst.methods.sst import SSTMethod
+
+    cfg = build_config(tiny_lm_config(tmp_path, steps=8, save_every=1))
+    real = SSTMethod.after_step
+
+    def poisoned(self, model, optimizer, step):
+        if step == 3:  # as if the optimizer step had overflowed a singular value
+            next(iter(self.layers(model))).S.data[0] = float("inf")
+        return real(self, model, optimizer, step)
+
+    monkeypatch.setattr(SSTMethod, "after_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"diverged at step 3: 1 of \d+ singular-value"):
+        train(cfg)
+    assert torch.load(tmp_path / "last" / "state.pt", weights_only=True)["loop"]["step"] == 2
+
+
+def test_a_non_finite_state_never_replaces_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import sst.train.loop as loop
+
+    cfg = build_config(tiny_lm_config(tmp_path, {"name": "full"}, steps=4, save_every=2))
+    real = loop.train_step
+
+    def step(run, batch_for=None):
+        result = real(run, batch_for)
+        if run.state.step == 3:
+            next(run.model.parameters()).data[0] = float("nan")  # finite loss, poisoned weights
+        return result
+
+    monkeypatch.setattr(loop, "train_step", step)
+    with pytest.raises(NonFiniteLossError, match="parameters or optimizer state are not finite at step 4"):
+        train(cfg)
+    assert torch.load(tmp_path / "last" / "state.pt", weights_only=True)["loop"]["step"] == 2

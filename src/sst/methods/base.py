@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from sst.errors import NonFiniteError
 from sst.schema import ConfigError, check_value
 from sst.methods.surgery import DEFAULT_EXCLUDE
 
@@ -116,3 +117,14 @@ def broadcast_tensors(tensors: list[torch.Tensor]) -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         for t in tensors:
             torch.distributed.broadcast(t.data, src=0)
+
+
+def require_finite(tensors: list[torch.Tensor], what: str) -> None:
+    """Raise NonFiniteError naming ``what`` unless every tensor is finite (one device sync).
+
+    Methods call it before structural work (re-sampling, re-SVD, merging), which would turn a
+    non-finite value into a crash deep inside torch instead of the loop's clean divergence stop.
+    """
+    if tensors and not bool(torch.stack([t.detach().isfinite().all() for t in tensors]).all()):
+        bad = sum(not bool(t.detach().isfinite().all()) for t in tensors)
+        raise NonFiniteError(f"{bad} of {len(tensors)} {what} hold NaN or infinite values")

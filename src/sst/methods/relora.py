@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sst.schema import ConfigError
-from sst.methods.base import restart_warmup
+from sst.methods.base import require_finite, restart_warmup
 from sst.methods.lora import LoRAConfig, LoRALinear, LoRAMethod
 from sst.optim.moments import reset_state
 
@@ -62,6 +62,7 @@ class ReLoRAMethod(LoRAMethod):
                 optimizer.state.pop(layer.weight, None)
         if step % cfg.reset_every != 0:
             return {}
+        require_finite([t for layer in layers for t in (layer.lora_A, layer.lora_B)], "LoRA factors")
         for layer in layers:
             layer.merge_()
             layer.reset_factors_(self.generator)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sst.schema import ConfigError
-from sst.methods.base import MethodConfig, TrainingMethod, broadcast_tensors, restart_warmup
+from sst.methods.base import MethodConfig, TrainingMethod, broadcast_tensors, require_finite, restart_warmup
 from sst.methods.surgery import check_rank, find_targets, replace_modules
 from sst.optim.moments import permute_state, reset_state
 from sst.spectral.functional import SamplingMode
@@ -82,6 +82,8 @@ class SSTMethod(TrainingMethod):
             layer.project_(cfg.normalize_vectors)
         if step % cfg.resample_every != 0:
             return {}
+        require_finite([t for layer in layers for t in (layer.S, layer.U_active, layer.Vh_active)],
+                       "singular-value / active-vector tensors of the spectral layers")
         start = time.perf_counter()
         resvd = 0
         for layer in layers:

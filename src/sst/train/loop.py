@@ -26,6 +26,7 @@ from sst.checkpoint import (
     LAST,
     CheckpointError,
     check_same_run,
+    clean_stale,
     find_checkpoint,
     load_checkpoint,
     load_config_file,
@@ -33,6 +34,7 @@ from sst.checkpoint import (
     save_checkpoint,
 )
 from sst.config import RunConfig, to_dict
+from sst.errors import NonFiniteError
 from sst.optim.schedules import lr_factor
 from sst.tasks import move_to
 from sst.train import distributed
@@ -42,8 +44,8 @@ from sst.train.memory import count_parameters, memory_report, peak_memory_bytes,
 RESULTS = "results.json"
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+class NonFiniteLossError(NonFiniteError):
+    """Training diverged: the loss, the gradients or the method's tensors became NaN or infinite."""
 
 
 @dataclass
@@ -69,6 +71,7 @@ class StepResult:
     loss_sum: float
     units: float
     lr: float
+    grad_norm: float  # before clipping
     events: dict
 
 
@@ -145,6 +148,7 @@ def resolve_resume(config: RunConfig, resume: bool | str) -> tuple[Path | None, 
         )
     if resume:
         check_same_run(load_config_file(existing), resolved, existing)
+        clean_stale(run_dir / LAST, existing)
     return (existing if resume else None), None
 
 
@@ -191,7 +195,8 @@ def train_step(run: Run, batch_for: Callable[[int], Any] | None = None) -> StepR
     """One optimizer step over ``grad_accum`` micro-batches, then the method's ``after_step``.
 
     ``batch_for(index)`` gives micro-batch ``index`` (default: the task's training stream).
-    Raises ``NonFiniteLossError`` (before the optimizer moves) if the loss is not finite.
+    Raises ``NonFiniteLossError`` before the optimizer moves if the loss or the gradient norm is not
+    finite, and after it if the method finds non-finite tensors before its structural work.
     """
     tc, dist, state, method, optimizer = run.config.train, run.dist, run.state, run.built.method, run.optimizer
     batch_for = batch_for or run.built.task.train_batch
@@ -212,29 +217,54 @@ def train_step(run: Run, batch_for: Callable[[int], Any] | None = None) -> StepR
         (loss / tc.grad_accum).backward()
         loss_sum += loss.detach().float() * micro_units
         units += micro_units
-    step_loss = float(loss_sum)  # one device sync per optimizer step (the NaN check needs it)
-    if not distributed.all_true(math.isfinite(step_loss), dist):
+    params = [p for p in run.model.parameters() if p.grad is not None]
+    grad_norm = nn.utils.get_total_norm([p.grad for p in params])
+    # One device sync per optimizer step: the divergence check needs the loss and the norm.
+    step_loss, norm = torch.stack([loss_sum, grad_norm.float().to(device)]).tolist()
+    if not distributed.all_true(math.isfinite(step_loss) and math.isfinite(norm), dist):
         optimizer.zero_grad(set_to_none=True)
-        kept = find_checkpoint(run.dir / LAST)
-        raise NonFiniteLossError(
-            f"training loss became {step_loss / max(units, 1):.4g} at step {state.step + 1} "
-            f"(method {run.config.method.name}, lr {lr:.3g}); "
-            + (f"the last good checkpoint {kept} is kept" if kept else "no checkpoint was written")
-            + ". Lower train.lr or raise train.warmup_steps."
-        )
+        what = (f"training loss became {step_loss / max(units, 1):.4g}" if not math.isfinite(step_loss)
+                else f"gradient norm became {norm:.4g}")
+        raise diverged(run, f"{what} at step {state.step + 1}", lr)
     if tc.grad_clip > 0:
-        nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip)
+        nn.utils.clip_grads_with_norm_(params, tc.grad_clip, grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     state.step += 1
-    events = method.after_step(run.model, optimizer, state.step)
+    try:
+        events = method.after_step(run.model, optimizer, state.step)
+    except NonFiniteError as err:  # the method found NaN/inf before its structural work
+        raise diverged(run, f"training diverged at step {state.step}: {err}", lr) from err
     state.train_seconds += time.perf_counter() - start
     state.units += units
-    return StepResult(step_loss, units, lr, events)
+    return StepResult(step_loss, units, lr, norm, events)
+
+
+def diverged(run: Run, what: str, lr: float) -> NonFiniteLossError:
+    """The error that stops a diverging run, naming the checkpoint that survives it."""
+    kept = find_checkpoint(run.dir / LAST)
+    return NonFiniteLossError(
+        f"{what} (method {run.config.method.name}, lr {lr:.3g}); "
+        + (f"the last good checkpoint {kept} is kept" if kept else "no checkpoint was written")
+        + ". Lower train.lr or raise train.warmup_steps."
+    )
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    floats = [t.detach() for t in tensors if t.is_floating_point()]
+    return not floats or bool(torch.stack([t.isfinite().all() for t in floats]).all())
 
 
 def save_last(run: Run) -> None:
-    """The full training state to ``last/`` (rank 0 writes, every rank waits)."""
+    """The full training state to ``last/`` (rank 0 writes, every rank waits).
+
+    Only a finite state is a good checkpoint: a non-finite one raises instead of replacing it.
+    """
+    opt_tensors = [v for st in run.optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    if not distributed.all_true(_all_finite([*run.model.parameters(), *run.model.buffers(), *opt_tensors]),
+                                run.dist):
+        raise diverged(run, f"parameters or optimizer state are not finite at step {run.state.step}",
+                       run.optimizer.param_groups[0]["lr"])
     if run.dist.is_main:
         state = {"optimizer": run.optimizer.state_dict(), "method": run.built.method.state_dict(),
                  "loop": run.state.as_dict(), "rng": _rng_state(run.dist.device)}
@@ -269,7 +299,7 @@ class _LossWindow:
 
     def record(self, result: StepResult, world_size: int) -> dict:
         elapsed = time.perf_counter() - self.start
-        record = {"loss": self.loss / max(self.units, 1), "lr": result.lr,
+        record = {"loss": self.loss / max(self.units, 1), "lr": result.lr, "grad_norm": result.grad_norm,
                   "units_per_second": self.units * world_size / max(elapsed, 1e-9), **result.events}
         self.__init__()
         return record
