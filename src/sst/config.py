@@ -19,7 +19,7 @@ import yaml
 import sst.methods  # noqa: F401  (fills METHODS)
 import sst.tasks  # noqa: F401  (fills TASKS)
 from sst.registry import METHODS, TASKS, Registry
-from sst.schema import ConfigError, check_value, from_dict, to_dict
+from sst.schema import ConfigError, check_range, check_value, from_dict, to_dict
 
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -50,6 +50,20 @@ class TrainConfig:
     compile: bool = False
     progress: bool = True
     tensorboard: bool = False
+
+    def __post_init__(self):
+        for key in ("steps", "grad_accum", "log_every"):
+            check_range(f"train.{key}", getattr(self, key), low=1)
+        for key in ("warmup_steps", "eval_every", "eval_batches", "save_every", "patience"):
+            check_range(f"train.{key}", getattr(self, key), low=0)
+        check_range("train.lr", self.lr, low=0, low_inclusive=False)
+        check_range("train.adam_eps", self.adam_eps, low=0, low_inclusive=False)
+        check_range("train.weight_decay", self.weight_decay, low=0)
+        check_range("train.grad_clip", self.grad_clip, low=0, note="0 disables clipping")
+        for i, beta in enumerate(self.betas):
+            check_range(f"train.betas[{i}]", beta, low=0, high=1, high_inclusive=False)
+        check_range("train.warmup_ratio", self.warmup_ratio, low=0, high=1, high_inclusive=False)
+        check_range("train.min_lr_ratio", self.min_lr_ratio, low=0, high=1)
 
 
 @dataclass
@@ -149,6 +163,7 @@ def build_config(data: dict) -> RunConfig:
 
 
 __all__ = [
-    "ConfigError", "RunConfig", "TrainConfig", "apply_overrides", "build_config", "check_value",
-    "from_dict", "list_presets", "load_config", "parse_override", "resolve_config_path", "to_dict",
+    "ConfigError", "RunConfig", "TrainConfig", "apply_overrides", "build_config", "check_range",
+    "check_value", "from_dict", "list_presets", "load_config", "parse_override", "resolve_config_path",
+    "to_dict",
 ]

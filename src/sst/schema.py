@@ -1,8 +1,9 @@
 """Typed config schema: strict conversion of plain data (YAML, JSON, Python) into dataclasses.
 
 ``from_dict(Cls, mapping)`` rejects unknown keys and wrongly typed values with a ``ConfigError``
-naming the dotted key. A dataclass field whose metadata names a ``registry`` is polymorphic: its
-``name`` key picks the dataclass from that registry (``sst.registry``). Depends only on sst.errors.
+naming the dotted key; ``check_range`` does the same for numbers outside their allowed range. A
+dataclass field whose metadata names a ``registry`` is polymorphic: its ``name`` key picks the
+dataclass from that registry (``sst.registry``). Depends only on sst.errors.
 """
 
 from __future__ import annotations
@@ -79,6 +80,41 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported annotation {tp!r}")
+
+
+def check_range(
+    key: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+    note: str = "",
+) -> None:
+    """Raise ``ConfigError`` naming ``key`` unless ``value`` is a finite number within the bounds.
+
+    ``None`` leaves a side open; the message states the allowed range, e.g.
+    "train.lr: must be > 0, got -1.0" or "train.betas[0]: must be in [0, 1), got 1.0".
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    finite = -float("inf") < value < float("inf")  # False for nan as well
+    above = low is None or (value >= low if low_inclusive else value > low)
+    below = high is None or (value <= high if high_inclusive else value < high)
+    if finite and above and below:
+        return
+    if low is not None and high is not None:
+        bounds = f"in {'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
+    elif low is not None:
+        bounds = f"{'>=' if low_inclusive else '>'} {low}"
+    elif high is not None:
+        bounds = f"{'<=' if high_inclusive else '<'} {high}"
+    else:
+        bounds = ""
+    allowed = " and ".join(part for part in ("" if finite else "finite", bounds) if part)
+    if note:
+        allowed += f" ({note})"
+    raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
 
 
 def from_dict(cls: type, data: Any, key: str = "") -> Any:

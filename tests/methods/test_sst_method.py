@@ -5,6 +5,7 @@ from torch import nn
 
 import sst
 from sst.methods.sst import SSTMethod
+from sst.spectral.functional import svd_factors
 
 
 def _train_steps(model, method, optimizer, x, y, first, last):
@@ -178,3 +179,20 @@ def test_kept_singular_value_moments_follow_their_values_through_resampling(tiny
     method.after_step(model, opt, 4)  # re-samples: slots move, moments must move with them
     assert int(layer.iteration) == 2  # a plain re-sampling, not a re-SVD
     torch.testing.assert_close(canonical(opt.state[layer.S]["exp_avg"]), before)
+
+
+def test_kept_singular_value_moments_follow_their_values_through_a_resvd(tiny_mlp):
+    model, method, opt, x, y = _setup(tiny_mlp, reset_singular_value_state=False)
+    _train_steps(model, method, opt, x, y, 1, 15)
+    layer = SSTMethod.layers(model)[0]  # k = 12, r = 3: its first re-SVD comes at step 16
+    loss = ((model(x) - y) ** 2).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    # Orthonormal factors with a reversed spectrum: the re-SVD re-orders it and changes no value.
+    U, S, Vh = svd_factors(layer.weight().detach(), torch.float64)
+    layer.load_factors_(U, S.flip(0), Vh)
+    opt.state[layer.S]["exp_avg"].copy_(layer.S.detach())  # tag each moment with its value
+    events = method.after_step(model, opt, 16)
+    assert events["resvd"] == 1 and int(layer.iteration) == 1
+    torch.testing.assert_close(opt.state[layer.S]["exp_avg"], layer.S.detach(), rtol=1e-10, atol=1e-12)

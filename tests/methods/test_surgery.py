@@ -79,3 +79,15 @@ def test_python_configs_are_type_checked_too():
     with pytest.raises(sst.ConfigError, match=r"method.sampling: 'random' is not one of \['multinomial'"):
         sst.SSTConfig(rank=8, sampling="random")
     assert sst.GaLoreConfig(rank=4, scale=1).scale == 1.0 and isinstance(sst.GaLoreConfig(scale=1).scale, float)
+
+
+def test_a_single_pattern_may_be_a_string(tiny_mlp, tmp_path):
+    cfg = sst.SSTConfig(rank=2, target_modules="all-linear", exclude_modules="mid")
+    assert cfg.target_modules == ["all-linear"] and cfg.exclude_modules == ["mid"]
+    model, _ = sst.convert(tiny_mlp, cfg)
+    assert isinstance(model.up, sst.SpectralLinear) and type(model.mid) is nn.Linear
+    assert sst.LoRAConfig(target_modules="q_proj").target_modules == ["q_proj"]
+    assert sst.load_config("tiny/lm", ["method.target_modules=q_proj"]).method.target_modules == ["q_proj"]
+    path = tmp_path / "run.yaml"
+    path.write_text("task: {name: lm, model: tiny}\nmethod: {name: lora, rank: 2, target_modules: all-linear}\n")
+    assert sst.load_config(str(path)).method.target_modules == ["all-linear"]

@@ -49,6 +49,10 @@ def test_top_and_sequential_are_deterministic():
     assert sample_indices(S, 2, "sequential", iteration=0).tolist() == [1, 3]
     assert sample_indices(S, 2, "sequential", iteration=1).tolist() == [0, 2]
     assert sample_indices(S, 2, "sequential", iteration=2).tolist() == [1, 4]
+    # a given order is walked as it is, whatever S says now
+    order = torch.tensor([4, 3, 2, 1, 0])
+    blocks = [sample_indices(S, 2, "sequential", iteration=i, order=order).tolist() for i in range(3)]
+    assert blocks == [[3, 4], [1, 2], [0, 4]]
 
 
 def test_seeded_generator_reproduces_draws():

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -73,15 +75,27 @@ def test_enhanced_gradient_is_default_divided_by_singular_value():
     x, target = torch.randn(4, 9, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
     for layer in (plain, enhanced):
         ((layer(x) - target) ** 2).sum().backward()
-    # computed without dividing at all (G Vh_i^T), so it is exact and defined even at S_i = 0
-    s = plain.factors()[1][plain.active_idx].abs()
+    s = plain.factors()[1][plain.active_idx].abs() + enhanced.eps
     torch.testing.assert_close(enhanced.U_active.grad, plain.U_active.grad / s, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(enhanced.Vh_active.grad, plain.Vh_active.grad / s[:, None], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(enhanced.S.grad, plain.S.grad)
-    # and the enhanced U gradient is exactly G Vh_i^T
+    # for S_i >> eps the enhanced gradients are G Vh_i^T and U_i^T G
     G = _dense_grad(plain, x, target)
-    _, _, Vh = plain.factors()
-    torch.testing.assert_close(enhanced.U_active.grad, G @ Vh[plain.active_idx].T, rtol=1e-10, atol=1e-12)
+    U, _, Vh = plain.factors()
+    a = plain.active_idx
+    torch.testing.assert_close(enhanced.U_active.grad, G @ Vh[a].T, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(enhanced.Vh_active.grad, U[:, a].T @ G, rtol=1e-6, atol=1e-12)
+
+
+def test_enhanced_gradient_vanishes_for_a_zero_singular_value():
+    layer = SpectralLinear.from_dense(dense(9, 6), rank=3, svd_dtype=torch.float64)
+    with torch.no_grad():
+        layer.S[0] = 0.0  # slot 0 is an active vector, as if its value had been clamped to 0
+    x, target = torch.randn(4, 9, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    ((layer(x) - target) ** 2).sum().backward()
+    assert torch.equal(layer.U_active.grad[:, 0], torch.zeros(6, dtype=torch.float64))
+    assert torch.equal(layer.Vh_active.grad[0], torch.zeros(9, dtype=torch.float64))
+    assert float(layer.U_active.grad[:, 1:].abs().min()) > 0 and float(layer.S.grad[0].abs()) > 0
 
 
 def test_resample_keeps_function_and_parameter_identity():
@@ -185,3 +199,58 @@ def test_bf16_autocast_backward_runs_and_keeps_float32_gradients():
     reference.set_active_(layer.active_idx)
     reference(x).pow(2).sum().backward()
     torch.testing.assert_close(layer.S.grad, reference.S.grad, rtol=0.1, atol=0.05)
+
+
+@pytest.mark.parametrize("shape,rank", [((16, 12), 3), ((16, 12), 5)])
+def test_sequential_round_visits_every_vector_while_S_changes(shape, rank):
+    layer = SpectralLinear.from_dense(dense(*shape), rank=rank, sampling="sequential")
+    visits = torch.zeros(layer.k, dtype=torch.long)
+    visits[layer.active_idx] += 1
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(math.ceil(layer.k / rank) - 1):
+        with torch.no_grad():  # training reshuffles the spectrum between iterations
+            layer.S.copy_(torch.rand(layer.k, generator=gen, dtype=layer.S.dtype))
+        layer.sample_("sequential")
+        visits[layer.active_idx] += 1
+    assert int(visits.min()) >= 1
+    if layer.k % rank == 0:
+        assert torch.equal(visits, torch.ones_like(visits))  # exactly once per round
+
+
+def test_sequential_order_survives_a_state_dict_round_trip():
+    layer = SpectralLinear.from_dense(dense(16, 12), rank=3, sampling="sequential")
+    with torch.no_grad():
+        layer.S.copy_(torch.rand(12, dtype=layer.S.dtype))
+    twin = SpectralLinear.from_dense(dense(16, 12), rank=3, sampling="sequential")
+    twin.load_state_dict(layer.state_dict())
+    for _ in range(3):
+        layer.sample_("sequential")
+        twin.sample_("sequential")
+        assert torch.equal(layer.active_idx, twin.active_idx)
+
+
+def test_resvd_reports_how_a_reordered_spectrum_moved():
+    layer = SpectralLinear.from_dense(dense(16, 12), rank=3, svd_dtype=torch.float64)
+    moved = layer.resvd_(torch.float64)  # already an SVD: every component stays in its slot
+    assert torch.equal(moved, torch.arange(12))
+    U, S, Vh = layer.factors()
+    layer.load_factors_(U, S.flip(0), Vh)  # training reversed the spectrum
+    layer.set_active_(torch.tensor([0, 4, 9]))
+    x = torch.randn(3, 16, dtype=torch.float64)
+    before, S_slots = layer(x).detach(), layer.S.detach().clone()
+    moved = layer.resvd_(torch.float64)
+    torch.testing.assert_close(layer(x), before, rtol=1e-10, atol=1e-10)
+    assert sorted(moved.tolist()) == list(range(12))
+    torch.testing.assert_close(S_slots[moved], layer.S.detach(), rtol=1e-10, atol=1e-12)
+    assert not torch.equal(moved, torch.arange(12))
+
+
+def test_match_components_is_a_permutation_when_overlaps_collide():
+    from sst.spectral.functional import match_components
+
+    eye = torch.eye(4, dtype=torch.float64)
+    U_new = eye.clone()
+    U_new[:, 1] = 0.8 * eye[:, 0] + 0.6 * eye[:, 1]  # new component 1 looks most like old 0 ...
+    U_new[:, 3] = 0.6 * eye[:, 2] + 0.8 * eye[:, 3]
+    assert match_components(eye, eye, U_new, U_new.T).tolist() == [0, 1, 2, 3]  # ... which 0 took
+    assert match_components(eye, eye, U_new[:, [3, 2, 1, 0]], U_new.T[[3, 2, 1, 0]]).tolist() == [3, 2, 0, 1]

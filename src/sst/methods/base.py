@@ -33,21 +33,20 @@ class MethodConfig:
     role: ClassVar[Literal["reference", "baseline", "subject", "peer"]] = "peer"
 
     name: str = ""
-    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
-    exclude_modules: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
+    # A single pattern may be given as a string ("all-linear"); it becomes a one-item list.
+    target_modules: list[str] | str = field(default_factory=lambda: ["all-linear"])
+    exclude_modules: list[str] | str = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
 
     def __post_init__(self):
         # Python callers bypass the YAML loader: check every field's type here as well.
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             setattr(self, f.name, check_value(getattr(self, f.name), hints[f.name], f"method.{f.name}"))
+        for key in ("target_modules", "exclude_modules"):
+            if isinstance(getattr(self, key), str):
+                setattr(self, key, [getattr(self, key)])
         if not self.target_modules:
             raise ConfigError("method.target_modules: must name at least one pattern or 'all-linear'")
-
-    def _check_positive(self, **values: int | float) -> None:
-        for key, value in values.items():
-            if value <= 0:
-                raise ConfigError(f"method.{key}: must be positive, got {value!r}")
 
 
 class TrainingMethod:

@@ -14,6 +14,7 @@ from torch import nn
 from sst.methods.base import MethodConfig, TrainingMethod
 from sst.methods.surgery import check_rank, find_targets
 from sst.optim.galore import GaLoreAdamW
+from sst.schema import check_range
 
 
 @dataclass
@@ -27,7 +28,9 @@ class GaLoreConfig(MethodConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self._check_positive(rank=self.rank, proj_update_every=self.proj_update_every, scale=self.scale)
+        check_range("method.rank", self.rank, low=1)
+        check_range("method.proj_update_every", self.proj_update_every, low=1)
+        check_range("method.scale", self.scale, low=0, low_inclusive=False)
 
 
 class GaLoreMethod(TrainingMethod):

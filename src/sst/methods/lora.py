@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from sst.schema import ConfigError
+from sst.schema import check_range
 from sst.methods.base import MethodConfig, TrainingMethod
 from sst.methods.surgery import check_rank, find_targets, replace_modules
 
@@ -104,9 +104,8 @@ class LoRAConfig(MethodConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self._check_positive(rank=self.rank)
-        if self.alpha < 0:
-            raise ConfigError(f"method.alpha: must be >= 0 (0 means alpha = rank), got {self.alpha}")
+        check_range("method.rank", self.rank, low=1)
+        check_range("method.alpha", self.alpha, low=0, note="0: alpha = rank")
 
 
 class LoRAMethod(TrainingMethod):

@@ -13,8 +13,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from sst.schema import ConfigError
 from sst.methods.base import require_finite, restart_warmup
+from sst.schema import ConfigError, check_range
 from sst.methods.lora import LoRAConfig, LoRALinear, LoRAMethod
 from sst.optim.moments import reset_state
 
@@ -30,9 +30,9 @@ class ReLoRAConfig(LoRAConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self._check_positive(reset_every=self.reset_every)
-        if self.restart_warmup_steps < 0 or self.warm_start_steps < 0:
-            raise ConfigError("method.restart_warmup_steps and method.warm_start_steps must be >= 0")
+        check_range("method.reset_every", self.reset_every, low=1)
+        check_range("method.restart_warmup_steps", self.restart_warmup_steps, low=0)
+        check_range("method.warm_start_steps", self.warm_start_steps, low=0)
 
 
 class ReLoRAMethod(LoRAMethod):

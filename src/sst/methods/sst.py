@@ -16,8 +16,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from sst.schema import ConfigError
 from sst.methods.base import MethodConfig, TrainingMethod, broadcast_tensors, require_finite, restart_warmup
+from sst.schema import check_range
 from sst.methods.surgery import check_rank, find_targets, replace_modules
 from sst.optim.moments import permute_state, reset_state
 from sst.spectral.functional import SamplingMode
@@ -43,9 +43,11 @@ class SSTConfig(MethodConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self._check_positive(rank=self.rank, resample_every=self.resample_every)
-        if self.round_every < 0 or self.restart_warmup_steps < 0:
-            raise ConfigError("method.round_every and method.restart_warmup_steps must be >= 0")
+        check_range("method.rank", self.rank, low=1)
+        check_range("method.resample_every", self.resample_every, low=1)
+        check_range("method.round_every", self.round_every, low=0, note="0: ceil(k / rank)")
+        check_range("method.restart_warmup_steps", self.restart_warmup_steps, low=0)
+        check_range("method.eps", self.eps, low=0, low_inclusive=False)
 
 
 class SSTMethod(TrainingMethod):
@@ -89,8 +91,12 @@ class SSTMethod(TrainingMethod):
         for layer in layers:
             per_round = cfg.round_every or math.ceil(layer.k / layer.rank)
             if int(layer.iteration) >= per_round:
-                layer.resvd_(getattr(torch, cfg.svd_dtype))
-                broadcast_tensors([layer.U_active, layer.Vh_active, layer.S, layer.U_frozen, layer.Vh_frozen])
+                moved = layer.resvd_(getattr(torch, cfg.svd_dtype))
+                broadcast_tensors(
+                    [layer.U_active, layer.Vh_active, layer.S, layer.U_frozen, layer.Vh_frozen, moved]
+                )
+                if not cfg.reset_singular_value_state:
+                    permute_state(optimizer, layer.S, moved)  # each moment follows its singular value
                 resvd += 1
             moved = layer.sample_(cfg.sampling, self.generator)
             if not cfg.reset_singular_value_state:

@@ -1,7 +1,8 @@
 """Pure functions of the spectral parametrisation W = U diag(S) Vh (torch only).
 
 svd_factors takes the thin SVD in float32/float64 whatever the storage dtype; sampling_probabilities
-and sample_indices choose which r singular vectors train during an iteration (SST-SPEC section 4).
+and sample_indices choose which r singular vectors train during an iteration (SST-SPEC section 4);
+match_components pairs the components of a re-SVD with the ones they continue.
 """
 
 from __future__ import annotations
@@ -59,11 +60,13 @@ def sample_indices(
     mode: SamplingMode,
     generator: torch.Generator | None = None,
     iteration: int = 0,
+    order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Choose ``rank`` distinct indices of S (k,) to train next -> LongTensor (rank,), sorted.
 
-    ``sequential`` walks cyclic blocks of ``rank`` in descending-S order (``iteration`` is the
-    block number within the round); ``top`` always takes the ``rank`` largest values.
+    ``sequential`` walks cyclic blocks of ``rank`` through ``order`` (k,), the round's fixed
+    visiting order (default: descending S now); ``iteration`` is the block number within the
+    round, so ceil(k / rank) iterations visit every index. ``top`` takes the ``rank`` largest.
     """
     k = S.numel()
     if not 0 < rank <= k:
@@ -74,8 +77,9 @@ def sample_indices(
     if mode == "top":
         idx = torch.topk(S_cpu, rank).indices
     elif mode == "sequential":
-        order = torch.argsort(S_cpu, descending=True, stable=True)
-        idx = order[(iteration * rank + torch.arange(rank)) % k]
+        if order is None:
+            order = torch.argsort(S_cpu, descending=True, stable=True)
+        idx = order.cpu()[(iteration * rank + torch.arange(rank)) % k]
     else:
         p = sampling_probabilities(S_cpu, mode)
         positive = int((p > 0).sum())
@@ -85,6 +89,27 @@ def sample_indices(
             p = p + 1e-12
         idx = torch.multinomial(p, rank, replacement=False, generator=generator)
     return torch.sort(idx).values.to(S.device)
+
+
+def match_components(
+    U_old: torch.Tensor, Vh_old: torch.Tensor, U_new: torch.Tensor, Vh_new: torch.Tensor
+) -> torch.Tensor:
+    """For each new rank-one component u'_j v'_j^T, the old one u_i v_i^T it continues -> (k,).
+
+    U (out, k), Vh (k, in) for both. Overlap C_ij = |(u_i . u'_j)(v_i . v'_j)|, the cosine of the
+    two components as matrices; new components (in their order, largest S first for an SVD) take
+    the unclaimed old one of largest overlap, so the result is a permutation.
+    """
+    C = ((U_old.T @ U_new) * (Vh_old @ Vh_new.T)).abs()
+    best = C.argmax(0)
+    if torch.unique(best).numel() == best.numel():
+        return best  # no two new components claim the same old one: the greedy result as well
+    C = C.detach().double().cpu()
+    match = torch.empty(C.shape[1], dtype=torch.long)
+    for j in range(C.shape[1]):
+        match[j] = C[:, j].argmax()
+        C[match[j]] = -1.0
+    return match.to(U_new.device)
 
 
 def complement(indices: torch.Tensor, k: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ from sst.spectral.functional import (
     SamplingMode,
     compose,
     complement,
+    match_components,
     sample_indices,
     svd_factors,
 )
@@ -133,7 +134,8 @@ class SpectralLinear(nn.Module):
     def weight(self) -> torch.Tensor:
         """The dense weight (out, in), differentiable w.r.t. U_active, Vh_active and S."""
         return _SpectralWeight.apply(
-            self.U_active, self.S, self.Vh_active, self.U_frozen, self.Vh_frozen, self.enhanced_gradient
+            self.U_active, self.S, self.Vh_active, self.U_frozen, self.Vh_frozen,
+            self.enhanced_gradient, self.eps,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,22 +183,34 @@ class SpectralLinear(nn.Module):
     ) -> torch.Tensor:
         """Draw a new active set (see ``sample_indices``) and advance ``iteration``.
 
-        Returns the slot permutation of ``set_active_``.
+        ``sequential`` walks the canonical indices in blocks: the SVD at conversion and at each
+        re-SVD numbers them in descending-S order and nothing renumbers them in between, so the
+        order stays fixed for the whole round (and is saved with ``active_idx`` / ``frozen_idx``)
+        however S changes. Returns the slot permutation of ``set_active_``.
         """
         _, S, _ = self.factors()
-        moved = self.set_active_(sample_indices(S, self.rank, mode, generator, int(self.iteration)))
+        order = torch.arange(self.k)
+        moved = self.set_active_(sample_indices(S, self.rank, mode, generator, int(self.iteration), order))
         with torch.no_grad():
             self.iteration += 1
         return moved
 
     @torch.no_grad()
-    def resvd_(self, svd_dtype: torch.dtype = torch.float32) -> None:
-        """Re-orthogonalise: U, S, Vh <- svd(U diag(S) Vh); the function is unchanged."""
-        U, S, Vh = self.factors()
-        svd_dtype = torch.promote_types(svd_dtype, U.dtype)
-        U2, S2, Vh2 = svd_factors(compose(U.to(svd_dtype), S.to(svd_dtype), Vh.to(svd_dtype)), svd_dtype)
+    def resvd_(self, svd_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Re-orthogonalise: U, S, Vh <- svd(U diag(S) Vh); the function is unchanged.
+
+        The SVD renumbers the components in descending-S order. Returns the slot permutation
+        ``moved`` (k,) that maps each new singular value to the old slot of the component it
+        continues (largest overlap, see ``match_components``): per-slot state indexed
+        state[moved] follows its singular value, as after ``set_active_``.
+        """
+        U, S, Vh = (t.to(torch.promote_types(svd_dtype, self.S.dtype)) for t in self.factors())
+        U2, S2, Vh2 = svd_factors(compose(U, S, Vh), U.dtype)
+        continues = match_components(U, Vh, U2, Vh2)  # new canonical -> old canonical
+        slot = torch.argsort(self.perm)  # canonical -> slot; the active index set is kept
         self.load_factors_(U2.to(self.S.dtype), S2.to(self.S.dtype), Vh2.to(self.S.dtype))
         self.iteration.zero_()
+        return slot[continues[self.perm]]
 
     @torch.no_grad()
     def project_(self, normalize_vectors: bool = True) -> None:
@@ -219,18 +233,19 @@ class _SpectralWeight(torch.autograd.Function):
     One function instead of a chain of cats, gathers and scalings keeps the per-layer kernel count
     (and so the launch overhead on GPUs) low. Given G = dL/dW (out, in):
     dS_i = U_i^T G Vh_i^T for every i; dU_a = G Vh_a^T diag(S_a) and dVh_a = diag(S_a) U_a^T G, or,
-    with the enhanced gradient, the same divided by S_a: G Vh_a^T and U_a^T G.
+    with the enhanced gradient, the same divided by |S_a| + eps: the factor S_i / (|S_i| + eps) is
+    about 1 for S_i >> eps and 0 for a vector whose singular value was clamped to 0.
     """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, U_a, S, Vh_a, U_f, Vh_f, enhanced: bool):
+    def forward(ctx, U_a, S, Vh_a, U_f, Vh_f, enhanced: bool, eps: float):
         r = U_a.shape[1]
         W = (U_a * S[:r]) @ Vh_a
         if U_f.shape[1]:
             W = torch.addmm(W, U_f * S[r:], Vh_f)
         ctx.save_for_backward(U_a, S, Vh_a, U_f, Vh_f)
-        ctx.enhanced = enhanced
+        ctx.enhanced, ctx.eps = enhanced, eps
         return W
 
     @staticmethod
@@ -249,8 +264,6 @@ class _SpectralWeight(torch.autograd.Function):
         else:
             dS_f = dS_a.new_zeros(0)
         dS = torch.cat([dS_a, dS_f]).to(S.dtype)
-        if ctx.enhanced:
-            dU, dVh = GV, UG
-        else:
-            dU, dVh = GV * S[:r], UG * S[:r, None]
-        return dU.to(U_a.dtype), dS, dVh.to(Vh_a.dtype), None, None, None
+        scale = S[:r] / (S[:r].abs() + ctx.eps) if ctx.enhanced else S[:r]
+        dU, dVh = GV * scale, UG * scale[:, None]
+        return dU.to(U_a.dtype), dS, dVh.to(Vh_a.dtype), None, None, None, None

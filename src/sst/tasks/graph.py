@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sst.schema import ConfigError
+from sst.schema import ConfigError, check_range
 from sst.data.graphs import Graph, LinkSplit, load_graph, sample_negative_edges, split_edges
 from sst.models.hyperbolic_gcn import HyboNetGCN
 from sst.models.modes import eval_mode
@@ -105,14 +105,10 @@ class GraphTaskConfig(TaskConfig):
 
     def __post_init__(self) -> None:
         for key in ("hidden", "n_layers"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"task.{key}: must be positive, got {getattr(self, key)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"task.dropout: must be in [0, 1), got {self.dropout}")
-        if not self.curvature > 0:
-            raise ConfigError(f"task.curvature: K must be > 0 (curvature is -1/K), got {self.curvature}")
-        if self.tree_nodes < 10:
-            raise ConfigError(f"task.tree_nodes: must be >= 10, got {self.tree_nodes}")
+            check_range(f"task.{key}", getattr(self, key), low=1)
+        check_range("task.dropout", self.dropout, low=0, high=1, high_inclusive=False)
+        check_range("task.curvature", self.curvature, low=0, low_inclusive=False, note="K; curvature is -1/K")
+        check_range("task.tree_nodes", self.tree_nodes, low=10)
 
 
 @dataclass
@@ -135,11 +131,11 @@ class LinkPredictionConfig(GraphTaskConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.t > 0:
-            raise ConfigError(f"task.t: Fermi-Dirac temperature must be > 0, got {self.t}")
+        check_range("task.r", self.r)
+        check_range("task.t", self.t, low=0, low_inclusive=False, note="Fermi-Dirac temperature")
         for key in ("val_fraction", "test_fraction"):
-            if not 0.0 < getattr(self, key) < 1.0:
-                raise ConfigError(f"task.{key}: must be in (0, 1), got {getattr(self, key)}")
+            value = getattr(self, key)
+            check_range(f"task.{key}", value, low=0, high=1, low_inclusive=False, high_inclusive=False)
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError("task.val_fraction + task.test_fraction: must leave training edges (< 1)")
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sst.schema import ConfigError
+from sst.schema import ConfigError, check_range
 from sst.data.lm import LMData, check_sequences, load_lm_data, pack
 from sst.models.hf import HF_MODELS, OPT_PRESETS, build_hf_model, lm_logits
 from sst.models.llama import LLAMA_PRESETS, build_llama
@@ -27,6 +27,15 @@ from sst.tasks.base import Task, TaskConfig
 
 # Rough upper bound of characters per BPE token, to size how much text a streamed source reads.
 _CHARS_PER_TOKEN = 8
+
+
+def _preset_heads(model: str) -> tuple[int, int, bool]:
+    """(d_model, n_heads, uses rotary embeddings) of a valid ``LMTaskConfig.model`` name."""
+    name = model.removeprefix("hf:")
+    if name in OPT_PRESETS:
+        return OPT_PRESETS[name]["hidden_size"], OPT_PRESETS[name]["num_attention_heads"], False
+    shape = LLAMA_PRESETS[name if name in LLAMA_PRESETS else name.removeprefix("llama-")]
+    return shape["d_model"], shape["n_heads"], True
 
 
 @dataclass
@@ -53,18 +62,20 @@ class LMTaskConfig(TaskConfig):
         if self.model not in LLAMA_PRESETS and not is_hf:
             choices = sorted(LLAMA_PRESETS) + [f"hf:{m}" for m in HF_MODELS]
             raise ConfigError(f"task.model: {self.model!r} is not one of {choices}")
-        for key in ("d_model", "n_layers", "n_heads", "d_ff", "max_train_tokens"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"task.{key}: must be >= 0 (0: default), got {getattr(self, key)}")
+        for key in ("d_model", "n_layers", "n_heads", "d_ff"):
+            check_range(f"task.{key}", getattr(self, key), low=0, note="0: the preset's value")
+        check_range("task.max_train_tokens", self.max_train_tokens, low=0, note="0: every token")
         for key in ("seq_len", "batch_size"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"task.{key}: must be positive, got {getattr(self, key)}")
-        if self.vocab_size < 257:
-            raise ConfigError(
-                f"task.vocab_size: must be >= 257 (256 bytes + <|endoftext|>), got {self.vocab_size}"
-            )
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"task.val_fraction: must be in (0, 1), got {self.val_fraction}")
+            check_range(f"task.{key}", getattr(self, key), low=1)
+        check_range("task.vocab_size", self.vocab_size, low=257, note="256 bytes + <|endoftext|>")
+        check_range(
+            "task.val_fraction", self.val_fraction, low=0, high=1, low_inclusive=False, high_inclusive=False
+        )
+        preset_d_model, preset_n_heads, rotary = _preset_heads(self.model)
+        d_model, n_heads = self.d_model or preset_d_model, self.n_heads or preset_n_heads
+        if d_model % n_heads or (rotary and (d_model // n_heads) % 2):
+            parity = " into heads of even size (rotary embeddings)" if rotary else ""
+            raise ConfigError(f"task.n_heads: {n_heads} does not divide task.d_model={d_model}{parity}")
         if not self.data:
             raise ConfigError("task.data: give a source ('builtin', a path or 'hf:<dataset>')")
         streamed = [s for s in self.data if s.startswith("hf:")]

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from sst.schema import ConfigError
+from sst.schema import ConfigError, check_range
 from sst.data import translation as mt_data
 from sst.data.cache import default_cache_dir
 from sst.models.hyperbolic_transformer import HyboNetTransformer, HyboNetTransformerConfig
@@ -52,24 +52,18 @@ class TranslationTaskConfig(TaskConfig):
     curvature: float = 1.0  # lorentz: K of the hyperboloid <x, x>_L = -K (curvature -1/K)
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.curvature) or self.curvature <= 0:
-            raise ConfigError(f"task.curvature: must be a finite value > 0, got {self.curvature}")
-        positive = ("vocab_size", "d_model", "n_layers", "n_heads", "max_tokens", "beam_size")
-        for field in positive:
-            if getattr(self, field) <= 0:
-                raise ConfigError(f"task.{field}: must be positive, got {getattr(self, field)}")
-        for field in ("d_ff", "bleu_max_sentences"):
-            if getattr(self, field) < 0:
-                raise ConfigError(f"task.{field}: must be >= 0, got {getattr(self, field)}")
+        check_range("task.curvature", self.curvature, low=0, low_inclusive=False)
+        for field in ("d_model", "n_layers", "n_heads", "max_tokens", "beam_size"):
+            check_range(f"task.{field}", getattr(self, field), low=1)
+        check_range("task.d_ff", self.d_ff, low=0, note="0: 4 * d_model")
+        check_range("task.bleu_max_sentences", self.bleu_max_sentences, low=0, note="0: the whole split")
         if self.d_model % self.n_heads:
             raise ConfigError(f"task.n_heads: {self.n_heads} does not divide task.d_model={self.d_model}")
-        if self.vocab_size < len(mt_data.SPECIAL_TOKENS) + 1:
-            raise ConfigError(f"task.vocab_size: too small, got {self.vocab_size}")
+        check_range("task.vocab_size", self.vocab_size, low=len(mt_data.SPECIAL_TOKENS) + 1)
         for field in ("dropout", "label_smoothing"):
-            if not 0.0 <= getattr(self, field) < 1.0:
-                raise ConfigError(f"task.{field}: must be in [0, 1), got {getattr(self, field)}")
-        if self.max_len < 2:
-            raise ConfigError(f"task.max_len: must be >= 2, got {self.max_len}")
+            check_range(f"task.{field}", getattr(self, field), low=0, high=1, high_inclusive=False)
+        check_range("task.length_penalty", self.length_penalty, low=0)
+        check_range("task.max_len", self.max_len, low=2, note="bos and eos")
         if self.max_tokens < self.max_len:
             raise ConfigError(
                 f"task.max_tokens: must be >= task.max_len={self.max_len} so every sentence fits, "
