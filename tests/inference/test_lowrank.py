@@ -54,7 +54,7 @@ def test_truncation_of_a_spectral_layer_is_the_best_rank_k_approximation():
     U, S, Vh = torch.linalg.svd(W, full_matrices=False)
     for k in (7, 3, 1):
         low = LowRankLinear.from_factors(*layer_factors(layer), rank=k)
-        torch.testing.assert_close(low.weight(), (U[:, :k] * S[:k]) @ Vh[:k], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(low.dense_weight(), (U[:, :k] * S[:k]) @ Vh[:k], rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(low.S, S[:k])
 
 

@@ -15,15 +15,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from sst.methods.lora import LoRALinear
 from sst.methods.surgery import ALL_LINEAR, DEFAULT_EXCLUDE, matches, replace_modules
+from sst.spectral.factored import FactoredLinear
 from sst.spectral.functional import compose, svd_factors
-from sst.spectral.linear import SpectralLinear
 
 Factors = tuple[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 
 
-class LowRankLinear(nn.Module):
+class LowRankLinear(FactoredLinear):
     """x (..., in) -> ((x Vh^T) * S) U^T + b (..., out) with U (out, rank), S (rank,), Vh (rank, in)."""
 
     def __init__(
@@ -57,19 +56,10 @@ class LowRankLinear(nn.Module):
                 layer.bias.copy_(bias)
         return layer
 
-    def weight(self) -> torch.Tensor:
-        """U diag(S) Vh -> (out, in)."""
-        return compose(self.U, self.S, self.Vh)
-
-    def to_dense(self) -> nn.Linear:
-        """A plain nn.Linear with the truncated weight U diag(S) Vh."""
-        dense = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                          device=self.S.device, dtype=self.S.dtype)
-        with torch.no_grad():
-            dense.weight.copy_(self.weight())
-            if self.bias is not None:
-                dense.bias.copy_(self.bias)
-        return dense
+    def dense_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The truncated weight U diag(S) Vh -> (out, in), in ``dtype`` (default the factors')."""
+        dtype = dtype or self.S.dtype
+        return compose(self.U.to(dtype), self.S.to(dtype), self.Vh.to(dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out): two thin matmuls, rank (in + out) multiply-adds per row."""
@@ -127,19 +117,17 @@ def choose_rank(S: torch.Tensor, ratio: float | None = None, energy: float | Non
 def layer_factors(layer: nn.Module, svd_dtype: torch.dtype = torch.float32) -> Factors:
     """Sorted thin SVD of a layer's weight: U (out, K), S (K,), Vh (K, in), bias (out,) or None.
 
-    A SpectralLinear's stored factors drift from orthonormal between re-SVDs and are kept in
-    sampling order, so they are re-factored (through the composed weight) before truncation.
+    A FactoredLinear's stored factors (e.g. a SpectralLinear's, which drift from orthonormal
+    between re-SVDs and are kept in sampling order) are re-factored through the weight they
+    compose, in at least ``svd_dtype`` so that a low-precision layer loses nothing before the SVD.
     """
-    if isinstance(layer, SpectralLinear):
-        U, S, Vh = layer.factors()
-        dtype = torch.promote_types(svd_dtype, S.dtype)
-        weight = compose(U.to(dtype), S.to(dtype), Vh.to(dtype))
-    elif isinstance(layer, (LoRALinear, LowRankLinear)):
-        weight = layer.to_dense().weight
+    if isinstance(layer, FactoredLinear):
+        with torch.no_grad():
+            weight = layer.dense_weight(torch.promote_types(svd_dtype, _dtype_of(layer)))
     elif isinstance(layer, nn.Linear):
         weight = layer.weight
     else:
-        raise TypeError(f"cannot factor a {type(layer).__name__}; expected nn.Linear, SpectralLinear or LoRALinear")
+        raise TypeError(f"cannot factor a {type(layer).__name__}; expected nn.Linear or a FactoredLinear")
     U, S, Vh = svd_factors(weight.detach(), svd_dtype)
     bias = layer.bias.detach().clone() if layer.bias is not None else None
     return U, S, Vh, bias
@@ -149,9 +137,10 @@ def prunable_layers(
     model: nn.Module, target_modules: Sequence[str] = (ALL_LINEAR,),
     exclude_modules: Sequence[str] = DEFAULT_EXCLUDE,
 ) -> dict[str, nn.Module]:
-    """Names -> layers to prune: every SpectralLinear / LoRALinear (the method's targets), and
-    each dense nn.Linear that the method's patterns select (so a full-rank run prunes the same
-    layers as an SST run of the same config). The output embedding is never selected."""
+    """Names -> layers to prune: every FactoredLinear (a method's SpectralLinear / LoRALinear, or
+    an already pruned LowRankLinear), and each dense nn.Linear that the method's patterns select
+    (so a full-rank run prunes the same layers as an SST run of the same config). The output
+    embedding is never selected."""
     if isinstance(target_modules, str):
         target_modules = [target_modules]
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -159,7 +148,7 @@ def prunable_layers(
     for name, module in model.named_modules():
         if not name or module is output:
             continue
-        if isinstance(module, (SpectralLinear, LoRALinear, LowRankLinear)):
+        if isinstance(module, FactoredLinear):
             selected[name] = module
         elif isinstance(module, nn.Linear):
             wanted = ALL_LINEAR in target_modules or any(matches(name, p) for p in target_modules)

@@ -9,26 +9,17 @@ from __future__ import annotations
 
 from torch import nn
 
-from sst.methods.lora import LoRALinear
 from sst.methods.surgery import replace_modules
-from sst.spectral.linear import SpectralLinear
+from sst.spectral.factored import FactoredLinear
 
 
-def mergeable_types() -> tuple[type, ...]:
-    """Layer classes that ``merge_model`` turns back into nn.Linear (each has ``to_dense()``)."""
-    from sst.inference.lowrank import LowRankLinear
-
-    return (SpectralLinear, LoRALinear, LowRankLinear)
-
-
-def mergeable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Dotted names -> every SpectralLinear / LoRALinear / LowRankLinear of ``model``, in order."""
-    types = mergeable_types()
-    return {name: m for name, m in model.named_modules() if name and isinstance(m, types)}
+def mergeable_layers(model: nn.Module) -> dict[str, FactoredLinear]:
+    """Dotted names -> every FactoredLinear of ``model`` (the layers ``merge_model`` replaces), in order."""
+    return {name: m for name, m in model.named_modules() if name and isinstance(m, FactoredLinear)}
 
 
 def merge_model(model: nn.Module) -> nn.Module:
-    """Replace every factored layer of ``model`` in place by its dense nn.Linear; returns ``model``.
+    """Replace every FactoredLinear of ``model`` in place by its ``to_dense()``; returns ``model``.
 
     The dense weight is built in the layer's own dtype; merging is exact up to that rounding.
     """

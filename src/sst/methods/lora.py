@@ -16,9 +16,10 @@ from torch import nn
 from sst.schema import check_range
 from sst.methods.base import MethodConfig, TrainingMethod
 from sst.methods.surgery import check_rank, find_targets, replace_modules
+from sst.spectral.factored import FactoredLinear
 
 
-class LoRALinear(nn.Module):
+class LoRALinear(FactoredLinear):
     """y = x W0^T + b + (alpha / r) (x A^T) B^T for x (..., in) -> (..., out).
 
     ``weight`` (out, in) is W0: a Parameter with requires_grad=False (DDP skips it, and ReLoRA's
@@ -65,9 +66,10 @@ class LoRALinear(nn.Module):
         self.lora_A.copy_(A)
         self.lora_B.zero_()
 
-    def delta(self) -> torch.Tensor:
-        """(alpha / r) B A -> (out, in)."""
-        return self.scaling * (self.lora_B @ self.lora_A)
+    def delta(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """(alpha / r) B A -> (out, in), in ``dtype`` (default the factors')."""
+        dtype = dtype or self.lora_B.dtype
+        return self.scaling * (self.lora_B.to(dtype) @ self.lora_A.to(dtype))
 
     @torch.no_grad()
     def merge_(self) -> None:
@@ -75,16 +77,10 @@ class LoRALinear(nn.Module):
         self.weight.add_(self.delta().to(self.weight.dtype))
         self.lora_B.zero_()
 
-    def to_dense(self) -> nn.Linear:
-        dense = nn.Linear(
-            self.in_features, self.out_features, bias=self.bias is not None,
-            device=self.weight.device, dtype=self.weight.dtype,
-        )
-        with torch.no_grad():
-            dense.weight.copy_(self.weight + self.delta())
-            if self.bias is not None:
-                dense.bias.copy_(self.bias)
-        return dense
+    def dense_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """W0 + (alpha / r) B A -> (out, in), in ``dtype`` (default W0's)."""
+        dtype = dtype or self.weight.dtype
+        return self.weight.to(dtype) + self.delta(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = nn.functional.linear(x, self.weight, self.bias)

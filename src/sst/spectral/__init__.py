@@ -1,5 +1,6 @@
 """The SVD-parametrised layer and its pure functions (torch only)."""
 
+from sst.spectral.factored import FactoredLinear
 from sst.spectral.functional import (
     SAMPLING_MODES,
     SamplingMode,
@@ -11,6 +12,7 @@ from sst.spectral.functional import (
 from sst.spectral.linear import SpectralLinear
 
 __all__ = [
+    "FactoredLinear",
     "SAMPLING_MODES",
     "SamplingMode",
     "SpectralLinear",

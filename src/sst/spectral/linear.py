@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sst.spectral.factored import FactoredLinear
 from sst.spectral.functional import (
     SamplingMode,
     compose,
@@ -22,7 +23,7 @@ from sst.spectral.functional import (
 )
 
 
-class SpectralLinear(nn.Module):
+class SpectralLinear(FactoredLinear):
     """Drop-in replacement for ``nn.Linear(in_features, out_features)`` with rank-r trainable vectors.
 
     Parameters: ``U_active`` (out, r), ``Vh_active`` (r, in), ``S`` (k,) in slot order (the first
@@ -97,20 +98,13 @@ class SpectralLinear(nn.Module):
         layer.sample_(sampling, generator)
         return layer
 
-    def to_dense(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with W = U diag(S) Vh (exact up to rounding)."""
-        dense = nn.Linear(
-            self.in_features,
-            self.out_features,
-            bias=self.bias is not None,
-            device=self.S.device,
-            dtype=self.S.dtype,
-        )
-        with torch.no_grad():
-            dense.weight.copy_(self.weight())
-            if self.bias is not None:
-                dense.bias.copy_(self.bias)
-        return dense
+    def dense_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """W = U diag(S) Vh (out, in): the forward's ``weight()``, or with ``dtype`` recomposed
+        from the canonical ``factors()`` in that precision (detached)."""
+        if dtype is None:
+            return self.weight()
+        U, S, Vh = self.factors()
+        return compose(U.to(dtype), S.to(dtype), Vh.to(dtype))
 
     # ---------------------------------------------------------------- views of the factors
 
