@@ -26,6 +26,11 @@ class Registry:
         self.configs[name] = config_cls
         self.classes[name] = impl_cls
 
+    def register_all(self, entries: list[tuple[str, type, type]]) -> None:
+        """Register (name, config class, implementation class) triples in order."""
+        for name, config_cls, impl_cls in entries:
+            self.register(name, config_cls, impl_cls)
+
     def names(self) -> list[str]:
         """Registered names in registration order."""
         return list(self.configs)

@@ -17,7 +17,9 @@ from sst.build import build_run
 from sst.config import ConfigError, RunConfig, build_config
 from sst.methods import TrainingMethod
 from sst.tasks import Task
-from sst.checkpoint import BEST, CONFIG_FILE, LAST, MODEL_FILE, CheckpointError, load_config_file, load_weights
+from sst.checkpoint import (
+    BEST, CONFIG_FILE, LAST, MODEL_FILE, CheckpointError, find_checkpoint, load_config_file, load_weights,
+)
 
 
 @dataclass
@@ -32,14 +34,6 @@ class LoadedRun:
     run_dir: Path
 
 
-def _complete(path: Path) -> Path | None:
-    """``path`` if it holds weights, else the ``.old`` copy of an interrupted swap, else None."""
-    for candidate in (path, path.with_name(path.name + ".old")):
-        if (candidate / MODEL_FILE).is_file():
-            return candidate
-    return None
-
-
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory: ``path`` itself, or a run directory's ``best/`` (else ``last/``)."""
     path = Path(path)
@@ -49,8 +43,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         path = path.parent if path.name == MODEL_FILE else path
     if (path / MODEL_FILE).is_file():
         return path
-    for name in (BEST, LAST):
-        found = _complete(path / name)
+    for name in (BEST, LAST):  # complete in the same sense as --resume's
+        found = find_checkpoint(path / name)
         if found is not None:
             return found
     raise CheckpointError(

@@ -13,14 +13,13 @@ from sst.methods.sst import SSTConfig, SSTMethod
 from sst.methods.surgery import TargetError
 from sst.registry import METHODS
 
-for _name, _config, _cls in (
+METHODS.register_all([
     ("full", FullConfig, FullMethod),
     ("lora", LoRAConfig, LoRAMethod),
     ("relora", ReLoRAConfig, ReLoRAMethod),
     ("galore", GaLoreConfig, GaLoreMethod),
     ("sst", SSTConfig, SSTMethod),
-):
-    METHODS.register(_name, _config, _cls)
+])
 
 METHOD_CONFIGS: dict[str, type[MethodConfig]] = METHODS.configs
 METHOD_CLASSES: dict[str, type[TrainingMethod]] = METHODS.classes

@@ -14,13 +14,12 @@ from sst.tasks.graph import LinkPredictionConfig, LinkPredictionTask, NodeClassi
 from sst.tasks.lm import LMTask, LMTaskConfig
 from sst.tasks.translation import TranslationTask, TranslationTaskConfig
 
-for _name, _config, _cls in (
+TASKS.register_all([
     ("lm", LMTaskConfig, LMTask),
     ("translation", TranslationTaskConfig, TranslationTask),
     ("node_classification", NodeClassificationConfig, NodeClassificationTask),
     ("link_prediction", LinkPredictionConfig, LinkPredictionTask),
-):
-    TASKS.register(_name, _config, _cls)
+])
 
 TASK_CONFIGS: dict[str, type[TaskConfig]] = TASKS.configs
 TASK_CLASSES: dict[str, type[Task]] = TASKS.classes
