@@ -21,7 +21,8 @@ from pathlib import Path
 
 from sst.config import load_config, to_dict
 from sst.train.distributed import device_info
-from sst.train.compare import ALL_METHODS, run_comparison
+from sst.train.compare import ALL_METHODS, load_tuned, run_comparison
+from sst.train.sweep import parse_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=300")
     p.add_argument("--methods", default=",".join(ALL_METHODS))
     p.add_argument("--rank", type=int, default=None, help="default: the preset's method.rank")
+    p.add_argument("--seeds", default="", help="comma-separated seeds (mean +- std of the chosen cells)")
+    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...", help="tune every method (repeatable)")
+    p.add_argument("--tuned", default="", help="per-method values from an earlier sweep's results.json")
     p.add_argument("--runs", default="runs/bench/lm_compare", help="folder for the training runs")
     p.add_argument("--out", default=str(RESULTS), help="folder for the filed results")
     p.add_argument("--tag", default="", help="file-name suffix (default: cuda or cpu)")
@@ -42,7 +46,9 @@ def main(argv: list[str] | None = None) -> dict:
     tag = args.tag or env["device"]
     model = config.task.model.replace("hf:", "hf-")
     start = time.perf_counter()
-    report = run_comparison(config, args.methods.split(","), args.runs, rank=args.rank)
+    seeds = [int(x) for x in args.seeds.split(",") if x] or None
+    report = run_comparison(config, args.methods.split(","), args.runs, rank=args.rank, seeds=seeds,
+                            sweep_values=parse_sweep(args.sweep), tuned=load_tuned(args.tuned) if args.tuned else None)
     wall = time.perf_counter() - start
 
     runs_dir = Path(args.runs)
@@ -67,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"{env['device_name']}\n\n"
         f"{tc.steps} steps x {config.task.batch_size} x {config.task.seq_len} tokens "
         f"= {report['tokens_per_method']:,} tokens per method ({report['epochs']:.2f} epochs of "
-        f"{task['train_tokens']:,} training tokens); lr {tc.lr:g}, {tc.schedule}, warm-up "
+        f"{task['train_tokens']:,} training tokens); "
+        f"lr {'tuned per method (see the sweep below)' if args.sweep or args.tuned else f'{tc.lr:g}'}, {tc.schedule}, warm-up "
         f"{tc.warmup_steps or tc.warmup_ratio}; the best validation checkpoint (every {tc.eval_every} "
         f"steps) is reported. Wall time {wall:.0f} s; torch {env['torch']}.\n\n"
     )

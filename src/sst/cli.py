@@ -27,13 +27,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed_list(text: str | None) -> list[int] | None:
+    try:
+        return _split(text, int)
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from sst.train.compare import ALL_METHODS, run_comparison
+    from sst.registry import METHODS
+    from sst.train.compare import ALL_METHODS, load_tuned, run_comparison
+    from sst.train.sweep import parse_sweep
 
     config = load_config(args.config, list(args.overrides))
     methods = _split(args.methods) or list(ALL_METHODS)
+    for name in methods:
+        METHODS.config_class(name)  # an unknown name fails before anything trains
     out = args.out or config.out_dir
-    report = run_comparison(config, methods, out, rank=args.rank, seeds=_split(args.seeds, int))
+    tuned = load_tuned(args.tuned) if args.tuned else None
+    report = run_comparison(config, methods, out, rank=args.rank, seeds=_seed_list(args.seeds),
+                            sweep_values=parse_sweep(args.sweep), tuned=tuned)
     print((Path(out) / "report.md").read_text())
     print(f"wrote {out}/results.json, {out}/report.md, {out}/loss_curves.png")
     return 0 if report["runs"] else 1
@@ -140,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="comma-separated, default full,lora,relora,galore,sst")
     p.add_argument("--rank", type=int, help="rank for every low-rank method")
     p.add_argument("--seeds", help="comma-separated seeds (mean and std are reported)")
+    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...",
+                   help="tune every method over these values (repeatable), chosen on validation")
+    p.add_argument("--tuned", help="fix each method's values from an earlier sweep: its results.json "
+                                   "or a shipped <preset>.tuned.json name")
     p.add_argument("--out", help="output directory (default: the config's out_dir)")
     p.set_defaults(func=cmd_compare)
 

@@ -25,7 +25,15 @@ from sst.atomic import atomic_write_bytes
 from sst.data.cache import cache_key, default_cache_dir
 from sst.data.tokenizer import EOT, load_or_train_tokenizer
 
-BUILTIN_CORPUS = Path(__file__).resolve().parent / "corpus" / "kjv.txt.xz"
+_CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
+BUILTIN_CORPUS = _CORPUS_DIR / "kjv.txt.xz"
+# Corpora shipped in the package (provenance and licences in corpus/README.md): "builtin" is the
+# small default; "builtin:techdocs" (~5.5M tokens) is large enough to compare methods in one epoch.
+BUILTIN_CORPORA = {
+    "builtin": BUILTIN_CORPUS,
+    "builtin:kjv": BUILTIN_CORPUS,
+    "builtin:techdocs": _CORPUS_DIR / "techdocs.txt.xz",
+}
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.xz")
 # Short names for common pre-training corpora: name -> (dataset path, config name).
 HF_ALIASES = {"c4": ("allenai/c4", "en"), "openwebtext": ("Skylion007/openwebtext", None)}
@@ -104,7 +112,7 @@ class Source:
 def resolve_sources(sources: list[str] | tuple[str, ...], max_chars: int = 0) -> Source:
     """Turn data source names into one ``Source``.
 
-    Each name is ``"builtin"``, ``"hf:<dataset>"`` (needs ``max_chars`` > 0) or a local file or
+    Each name is a shipped corpus (``BUILTIN_CORPORA``), ``"hf:<dataset>"`` (needs ``max_chars`` > 0) or a local file or
     folder. File identity is (resolved path, size, mtime), so an edited file gets a new cache.
     """
     if not sources:
@@ -112,9 +120,10 @@ def resolve_sources(sources: list[str] | tuple[str, ...], max_chars: int = 0) ->
     ids: list[str] = []
     readers: list[Callable[[], list[str]]] = []
     for source in sources:
-        if source == "builtin":  # identified by content: the same cache wherever it is installed
-            ids.append("builtin|" + hashlib.sha256(BUILTIN_CORPUS.read_bytes()).hexdigest())
-            readers.append(lambda: split_documents(read_text(BUILTIN_CORPUS)))
+        if source in BUILTIN_CORPORA:  # identified by content: the same cache wherever installed
+            corpus = BUILTIN_CORPORA[source]
+            ids.append("builtin|" + hashlib.sha256(corpus.read_bytes()).hexdigest())
+            readers.append(lambda corpus=corpus: split_documents(read_text(corpus)))
             continue
         elif source.startswith("hf:"):
             name = source[3:]
@@ -263,7 +272,7 @@ def check_sequences(split: str, n_tokens: int, seq_len: int, needed: int = 1) ->
 
 
 __all__ = [
-    "BUILTIN_CORPUS", "LMData", "Source", "check_sequences", "load_lm_data",
+    "BUILTIN_CORPORA", "BUILTIN_CORPUS", "LMData", "Source", "check_sequences", "load_lm_data",
     "num_sequences", "pack", "read_text", "resolve_sources", "split_documents",
     "stream_hf_documents", "text_files", "validation_mask",
 ]

@@ -64,6 +64,11 @@ class Task(ABC):
         """Extra metrics reported once at the end of a run (default: the test split, if any)."""
         return {}
 
+    def epochs_seen(self, units: float, steps: int) -> float | None:
+        """Passes over the training data after ``units`` training units in ``steps`` optimizer
+        steps (None where the task cannot say)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Facts about the data worth recording with the results (sizes, vocabulary, ...)."""
         return {}

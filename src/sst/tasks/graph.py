@@ -155,6 +155,10 @@ class _GraphTask(Task):
 
     higher_is_better = True
 
+    def epochs_seen(self, units: float, steps: int) -> float:
+        """Every step is one full-batch pass over the training nodes or edges."""
+        return float(steps)
+
     @cached_property
     def graph(self) -> Graph:
         c = self.config

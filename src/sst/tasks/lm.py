@@ -192,6 +192,10 @@ class LMTask(Task):
         ppl = math.exp(min(mean, 700.0))  # exp overflows a float64 past ~709
         return {f"{split}_loss": mean, f"{split}_ppl": ppl, f"{split}_tokens": count}
 
+    def epochs_seen(self, units: float, steps: int) -> float:
+        """Sequences seen / training sequences (a unit is one predicted token)."""
+        return units / self.config.seq_len / self.n_train_sequences
+
     def describe(self) -> dict[str, Any]:
         d = self.data
         return {

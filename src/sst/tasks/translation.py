@@ -197,6 +197,10 @@ class TranslationTask(Task):
     def final_metrics(self, model: nn.Module) -> dict[str, float]:
         return self.evaluate(model, "test")
 
+    def epochs_seen(self, units: float, steps: int) -> float:
+        """Target tokens seen / target tokens in the training split."""
+        return units / sum(len(t) + 1 for t in self.train_split.tgt_ids)
+
     def describe(self) -> dict[str, Any]:
         cfg = self.config
         return {

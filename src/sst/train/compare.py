@@ -9,13 +9,16 @@ is the reference, LoRA and ReLoRA* the baselines, SST the subject) and its resta
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from sst.config import RunConfig, from_dict, to_dict
+from sst.config import RunConfig, from_dict, preset_dir, to_dict
+from sst.errors import ConfigError
 from sst.registry import METHODS
+from sst.train import sweep
 from sst.train.loop import NonFiniteLossError, train
 
 ALL_METHODS = tuple(METHODS.names())
@@ -60,47 +63,141 @@ def gap_reduction(scores: dict[str, float], higher_is_better: bool) -> float | N
     return (best_low - sign * scores[subject]) / denom
 
 
+def _run_dir(out: Path, name: str, cell: dict, seed: int, swept: bool, many_seeds: bool) -> Path:
+    """out/<method>[/<cell>][/seed<k>]: a sweep always names its cell and seed."""
+    sub = out / name
+    if swept:
+        return sub / sweep.cell_label(cell) / f"seed{seed}"
+    return sub / f"seed{seed}" if many_seeds else sub
+
+
 def run_comparison(
     config: RunConfig, methods: list[str], out_dir: str | Path, rank: int | None = None,
-    seeds: list[int] | None = None,
+    seeds: list[int] | None = None, sweep_values: dict[str, list] | None = None,
+    tuned: dict[str, dict] | None = None,
 ) -> dict:
-    """Train each method (and seed) into ``out_dir``/<method>[/seed<k>]; write the three reports."""
+    """Train every method on identical data and budget; write results.json, report.md, the plot.
+
+    ``sweep_values`` ({dotted key: values}) is run in full for each method at the first seed; the
+    cell with the best validation selection metric is chosen and repeated for the other
+    ``seeds``. ``tuned`` ({method: {dotted key: value}}, e.g. from an earlier sweep) fixes each
+    method's values instead. Finished runs are reused, so a sweep can be extended or split.
+    """
     out = Path(out_dir)
     seeds = seeds or [config.seed]
-    runs, diverged = [], {}
+    sweep_values = sweep_values or {}
+    swept = bool(sweep_values)
+    config = dataclasses.replace(config, out_dir=str(out))
+    runs, diverged, grid, chosen = [], {}, [], {}
     for name in methods:
-        for seed in seeds:
-            sub = out / name if len(seeds) == 1 else out / name / f"seed{seed}"
-            cfg = dataclasses.replace(
-                config, method=method_config(config.method, name, rank), seed=seed, out_dir=str(sub)
-            )
-            try:
-                result = train(cfg, resume="auto")
-            except NonFiniteLossError as err:  # one diverging method must not sink the comparison
-                diverged[name] = str(err)
+        base = dataclasses.replace(config, method=method_config(config.method, name, rank))
+        fixed = dict((tuned or {}).get(name, {}))
+        if fixed:
+            base = sweep.with_cell(base, fixed)
+        method_sweep = sweep.applicable(sweep_values, base)
+        candidates = []
+        for cell in sweep.cells(method_sweep):
+            result = _train_cell(base, name, cell, seeds[0], out, swept, len(seeds) > 1)
+            grid.append({"method": name, "cell": cell, "seed": seeds[0], **_cell_summary(result)})
+            candidates.append((cell, result))
+        ok = [(c, r) for c, r in candidates if r.get("diverged") is None]
+        best = sweep.choose([r for _, r in ok], *_selection(ok)) if ok else None
+        if best is None:
+            diverged[name] = next((r["diverged"] for _, r in candidates if r.get("diverged")), "no finite result")
+            continue
+        cell, result = ok[best]
+        chosen[name] = {"cell": {**fixed, **cell}, "edge": sweep.at_edge(method_sweep, cell)}
+        for row in grid:
+            row["chosen"] = row.get("chosen", False) or (row["method"] == name and row["cell"] == cell)
+        runs.append({"seed": seeds[0], "cell": cell, **result})
+        for seed in seeds[1:]:
+            repeat = _train_cell(base, name, cell, seed, out, swept, True)
+            if repeat.get("diverged"):
+                diverged[name] = repeat["diverged"]
                 break
-            runs.append({"seed": seed, **result})
+            runs.append({"seed": seed, "cell": cell, **repeat})
+    runs = [r for r in runs if r["method"] not in diverged]
     if not runs:
         raise NonFiniteLossError(f"every method diverged: {diverged}")
-    metric = runs[0]["metric"]
-    higher = runs[0]["higher_is_better"]
+    metric, higher = runs[0]["metric"], runs[0]["higher_is_better"]
     summary = []
     for name in [m for m in methods if m not in diverged]:
-        values = [r[metric] for r in runs if r["method"] == name]
+        rows = [r for r in runs if r["method"] == name]
+        values = [r[metric] for r in rows]
         summary.append({
             "method": name, "metric": metric, "mean": statistics.fmean(values),
             "std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values),
+            "epochs": max((r.get("epochs") or 0.0) for r in rows),
         })
     scores = {s["method"]: s["mean"] for s in summary}
     report = {
         "metric": metric, "higher_is_better": higher, "runs": runs, "summary": summary, "diverged": diverged,
-        "gap_reduction": gap_reduction(scores, higher), "config": to_dict(config),
+        "gap_reduction": gap_reduction(scores, higher), "indistinguishable": indistinguishable(summary),
+        "sweep": {"values": sweep_values, "selection_metric": runs[0].get("selection_metric"),
+                  "cells": grid, "chosen": chosen},
+        "tuned": tuned or {}, "seeds": seeds, "out_dir": str(out), "config": to_dict(config),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown_report(report))
     plot_loss_curves(runs, out / "loss_curves.png")
     return report
+
+
+def _train_cell(base: RunConfig, name: str, cell: dict, seed: int, out: Path, swept: bool,
+                many_seeds: bool) -> dict:
+    """One training run of a cell; a diverging run returns {"method", "diverged": message}."""
+    cfg = dataclasses.replace(sweep.with_cell(base, cell), seed=seed,
+                              out_dir=str(_run_dir(out, name, cell, seed, swept, many_seeds)))
+    try:
+        return train(cfg, resume="auto")
+    except NonFiniteLossError as err:  # one diverging cell must not sink the comparison
+        return {"method": name, "diverged": str(err)}
+
+
+def _selection(finished: list[tuple[dict, dict]]) -> tuple[str, bool]:
+    """(validation metric to choose on, higher is better), as the task reported them."""
+    first = finished[0][1]
+    return first.get("selection_metric", first["metric"]), first["higher_is_better"]
+
+
+def _cell_summary(result: dict) -> dict:
+    """What the report keeps of a sweep cell: its metrics (never the loss curve)."""
+    if result.get("diverged"):
+        return {"diverged": result["diverged"]}
+    keep = ("metric", "selection_metric", "higher_is_better", "epochs", "steps", "best_step")
+    metrics = {k: v for k, v in result.items() if k.startswith(("val_", "test_")) and isinstance(v, float | int)}
+    return {**{k: result.get(k) for k in keep}, **metrics, "diverged": None}
+
+
+def indistinguishable(summary: list[dict]) -> list[list[str]]:
+    """Pairs of methods whose means differ by less than two standard deviations (the larger of
+    the two) over seeds: not distinguishable at this budget. Empty without repeated seeds."""
+    pairs = []
+    for a, b in itertools.combinations(summary, 2):
+        spread = 2.0 * max(a["std"], b["std"])
+        if a["seeds"] > 1 and b["seeds"] > 1 and abs(a["mean"] - b["mean"]) < spread:
+            pairs.append([a["method"], b["method"]])
+    return pairs
+
+
+def load_tuned(path: str | Path) -> dict[str, dict]:
+    """Each method's chosen sweep values from a comparison's results.json (or a shipped
+    ``<name>.tuned.json`` beside the presets): {method: {dotted key: value}}."""
+    file = Path(path)
+    if not file.is_file():
+        file = preset_dir() / f"{path}.tuned.json"
+    if not file.is_file():
+        raise ConfigError(f"--tuned {path}: no such file (a comparison's results.json or a shipped "
+                          f"<preset>.tuned.json)")
+    try:
+        data = json.loads(file.read_text())
+    except ValueError as err:
+        raise ConfigError(f"--tuned {file}: not JSON ({err})") from err
+    chosen = data.get("sweep", {}).get("chosen", data.get("chosen"))
+    if not isinstance(chosen, dict) or not chosen:
+        raise ConfigError(f"--tuned {file}: holds no chosen sweep cells")
+    return {m: dict(c.get("cell", c)) for m, c in chosen.items()}
 
 
 def _mb(n: float) -> str:
@@ -146,7 +243,56 @@ def markdown_report(report: dict) -> str:
                 "Note: full-rank did not beat the best of LoRA/ReLoRA* in this run, so it is no "
                 "ceiling here and the gap reduction does not measure what the paper's does."
             )
-    return "\n".join(lines) + "\n"
+    if gap is not None and gap > 1.0:
+        lines.append(
+            "Warning: the gap reduction is over 100% (SST beats full-rank), which usually means the "
+            "full-rank baseline is not tuned: sweep train.lr for every method (--sweep)."
+        )
+    return "\n".join(lines + protocol_lines(report)) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def protocol_lines(report: dict) -> list[str]:
+    """The tuning protocol behind the table: the grid, the choices, seeds, epochs, warnings."""
+    sw = report.get("sweep") or {}
+    lines = []
+    if sw.get("values"):
+        select = sw.get("selection_metric") or report["metric"]
+        keys = list(sw["values"])
+        lines += ["", f"### Sweep (each method tuned on its own; chosen on {select}, validation only)", "",
+                  "| method | " + " | ".join(keys) + f" | {select} | {report['metric']} | chosen |",
+                  "|---|" + "---|" * (len(keys) + 3)]
+        for row in sw["cells"]:
+            value = "diverged" if row.get("diverged") else _fmt(row.get(select))
+            headline = "" if row.get("diverged") else _fmt(row.get(report["metric"]))
+            lines.append(f"| {row['method']} | " + " | ".join(_fmt(row["cell"].get(k, "-")) for k in keys)
+                         + f" | {value} | {headline} | {'**yes**' if row.get('chosen') else ''} |")
+        for name, choice in sw.get("chosen", {}).items():
+            for key in choice.get("edge", []):
+                lines.append(f"- Warning: {name}'s best {key} ({_fmt(choice['cell'][key])}) is at the edge "
+                             f"of the sweep {sw['values'][key]}: widen it.")
+    if report.get("tuned"):
+        lines += ["", "Per-method values fixed from an earlier sweep: "
+                  + "; ".join(f"{m}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in c.items())
+                              for m, c in report["tuned"].items())]
+    seeds = report.get("seeds") or []
+    if len(seeds) > 1:
+        lines += ["", f"Seeds {seeds}: mean ± standard deviation over seeds of each method's chosen cell."]
+        for a, b in report.get("indistinguishable", []):
+            lines.append(f"- {a} and {b} differ by less than two standard deviations: not "
+                         "distinguishable at this budget.")
+    epochs = {s["method"]: s.get("epochs") for s in report["summary"] if s.get("epochs") is not None}
+    if epochs:
+        lines += ["", "Passes over the training data (epochs): "
+                  + ", ".join(f"{m} {e:.2f}" for m, e in epochs.items())]
+        for name, value in epochs.items():
+            if value > 1.0 + 1e-9:
+                lines.append(f"- Warning: {name} saw its training data {value:.2f} times; an honest "
+                             "language-model comparison passes over it at most once.")
+    return lines
 
 
 def plot_loss_curves(runs: list[dict], path: Path) -> None:

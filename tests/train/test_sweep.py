@@ -1,0 +1,100 @@
+"""Comparison protocol: per-method sweeps chosen on validation only, edge flags, seeds, epochs."""
+
+import pytest
+import yaml
+from runconfigs import tiny_lm_config
+
+from sst.config import build_config
+from sst.errors import ConfigError
+from sst.train import sweep
+from sst.train.compare import indistinguishable, load_tuned, protocol_lines, run_comparison
+
+
+def test_parse_sweep_reads_numbers_and_rejects_bad_text():
+    assert sweep.parse_sweep(["train.lr=1e-3,3e-3", "method.resample_every=25,100"]) == {
+        "train.lr": [0.001, 0.003], "method.resample_every": [25, 100]}
+    for bad in (["train.lr"], ["lr=1,2"], ["train.lr=1,1"], ["train.lr="]):
+        with pytest.raises(ConfigError, match="--sweep"):
+            sweep.parse_sweep(bad)
+
+
+def test_a_key_the_method_lacks_is_dropped_for_that_method(tmp_path):
+    lora = build_config(tiny_lm_config(tmp_path, {"name": "lora", "rank": 2}))
+    values = {"train.lr": [1e-3, 1e-2], "method.resample_every": [25, 100]}
+    assert sweep.applicable(values, lora) == {"train.lr": [1e-3, 1e-2]}
+    assert len(sweep.cells(sweep.applicable(values, build_config(tiny_lm_config(tmp_path))))) == 4
+    cell = {"train.lr": 0.01, "method.resample_every": 25}
+    changed = sweep.with_cell(build_config(tiny_lm_config(tmp_path)), cell)
+    assert changed.train.lr == 0.01 and changed.method.resample_every == 25
+    assert sweep.cell_label(cell) == "lr=0.01,resample_every=25"
+
+
+def test_the_choice_uses_the_validation_metric_only():
+    # test_* is better in the first cell, val_* in the second: the second must win.
+    results = [{"val_f1": 0.60, "test_f1": 0.95}, {"val_f1": 0.70, "test_f1": 0.10},
+               {"val_f1": float("nan"), "test_f1": 0.99}]
+    assert sweep.choose(results, "val_f1", higher_is_better=True) == 1
+    assert sweep.choose([{"val_loss": 2.0}, {"val_loss": 1.5}], "val_loss", False) == 1
+    assert sweep.choose([{"val_loss": float("nan")}], "val_loss", False) is None
+
+
+def test_edge_of_the_grid_is_flagged():
+    grid = {"train.lr": [1e-3, 3e-3, 1e-2], "method.sampling": ["uniform", "top"]}
+    assert sweep.at_edge(grid, {"train.lr": 1e-2, "method.sampling": "top"}) == ["train.lr"]
+    assert sweep.at_edge(grid, {"train.lr": 1e-3}) == ["train.lr"]
+    assert sweep.at_edge(grid, {"train.lr": 3e-3}) == []
+
+
+def test_distinguishability_rule():
+    summary = [{"method": "a", "mean": 10.0, "std": 1.0, "seeds": 3},
+               {"method": "b", "mean": 11.5, "std": 0.2, "seeds": 3},  # 1.5 < 2 x 1.0
+               {"method": "c", "mean": 14.0, "std": 0.5, "seeds": 3},  # 4.0 > 2 x 1.0
+               {"method": "d", "mean": 10.1, "std": 0.0, "seeds": 1}]  # one seed: no claim
+    assert indistinguishable(summary) == [["a", "b"]]
+
+
+def test_a_sweep_runs_every_cell_chooses_on_validation_and_repeats_seeds(tmp_path):
+    cfg = build_config(tiny_lm_config(tmp_path / "unused", steps=3))
+    report = run_comparison(cfg, ["full", "sst"], tmp_path / "cmp", rank=2, seeds=[0, 1],
+                            sweep_values={"train.lr": [1e-3, 1e-2]})
+    cells = report["sweep"]["cells"]
+    assert len(cells) == 4 and sum(c["chosen"] for c in cells) == 2
+    for name in ("full", "sst"):
+        mine = [c for c in cells if c["method"] == name]
+        best = min(mine, key=lambda c: c["val_loss"])
+        assert best["chosen"] and report["sweep"]["chosen"][name]["cell"] == best["cell"]
+        runs = [r for r in report["runs"] if r["method"] == name]
+        assert [r["seed"] for r in runs] == [0, 1] and all(r["cell"] == best["cell"] for r in runs)
+    assert (tmp_path / "cmp" / "sst" / "lr=0.01" / "seed1" / "results.json").is_file()
+    assert report["out_dir"] == str(tmp_path / "cmp") and report["config"]["out_dir"] == str(tmp_path / "cmp")
+    text = (tmp_path / "cmp" / "report.md").read_text()
+    assert "### Sweep" in text and "at the edge of the sweep" in text and "Seeds [0, 1]" in text
+    # the chosen cells, read back as fixed per-method values
+    assert load_tuned(tmp_path / "cmp" / "results.json") == {
+        m: report["sweep"]["chosen"][m]["cell"] for m in ("full", "sst")}
+    # finished cells are reused: a second call trains nothing and agrees
+    again = run_comparison(cfg, ["full", "sst"], tmp_path / "cmp", rank=2, seeds=[0, 1],
+                           sweep_values={"train.lr": [1e-3, 1e-2]})
+    assert again["summary"] == report["summary"]
+
+
+def test_runs_past_one_epoch_are_warned_about():
+    report = {
+        "metric": "val_ppl", "higher_is_better": False, "runs": [], "diverged": {}, "gap_reduction": None,
+        "summary": [{"method": "full", "mean": 1.0, "std": 0.0, "seeds": 1, "epochs": 2.5},
+                    {"method": "sst", "mean": 1.0, "std": 0.0, "seeds": 1, "epochs": 0.5}]}
+    text = "\n".join(protocol_lines(report))
+    assert "full saw its training data 2.50 times" in text and "sst saw" not in text
+
+
+def test_tuned_values_are_applied_per_method(tmp_path):
+    cfg = build_config(tiny_lm_config(tmp_path / "unused", steps=2))
+    tuned = {"full": {"train.lr": 0.002}, "sst": {"train.lr": 0.004}}
+    report = run_comparison(cfg, ["full", "sst"], tmp_path / "cmp", rank=2, tuned=tuned)
+    assert [r["method"] for r in report["runs"]] == ["full", "sst"]
+    for name, value in (("full", 0.002), ("sst", 0.004)):
+        saved = yaml.safe_load((tmp_path / "cmp" / name / "config.yaml").read_text())
+        assert saved["train"]["lr"] == value
+    assert "fixed from an earlier sweep" in (tmp_path / "cmp" / "report.md").read_text()
+    with pytest.raises(ConfigError, match="--tuned"):
+        load_tuned(tmp_path / "nothing.json")
