@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from sst.config import load_config, to_dict
-from sst.train.compare import ALL_METHODS, gap_reduction, method_config, run_comparison
+from sst.train.compare import DEFAULT_METHODS, gap_reduction, method_config, run_comparison
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # task -> dataset -> preset (src/sst/configs/<preset>.yaml)
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=[*PRESETS, "both"], default="both")
     parser.add_argument("--datasets", help="comma-separated (default: every dataset of the task)")
-    parser.add_argument("--methods", default=",".join(ALL_METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rank", type=int, help="rank of every low-rank method (default: the preset's, 2)")
     parser.add_argument("--threads", type=int, default=1,

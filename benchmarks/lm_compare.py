@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sst.config import load_config, to_dict
 from sst.train.distributed import device_info
-from sst.train.compare import ALL_METHODS, load_tuned, run_comparison
+from sst.train.compare import DEFAULT_METHODS, load_tuned, run_comparison
 from sst.train.sweep import parse_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="lm-llama60m", help="preset name or YAML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=300")
-    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     p.add_argument("--rank", type=int, default=None, help="default: the preset's method.rank")
     p.add_argument("--seeds", default="", help="comma-separated seeds (mean +- std of the chosen cells)")
     p.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...", help="tune every method (repeatable)")

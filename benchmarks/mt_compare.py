@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from sst.config import load_config, to_dict
-from sst.train.compare import ALL_METHODS, gap_reduction, methods_with_role, run_comparison
+from sst.train.compare import ALL_METHODS, DEFAULT_METHODS, gap_reduction, methods_with_role, run_comparison
 from sst.train.distributed import device_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("overrides", nargs="*", help="dotted overrides applied to every width")
     p.add_argument("--widths", default="64,128,256")
     p.add_argument("--geometries", default="", help="e.g. euclidean,lorentz (default: the preset's)")
-    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     p.add_argument("--runs", default="runs/bench/mt_compare", help="folder for the training runs")
     p.add_argument("--out", default=str(RESULTS), help="folder for the filed results")
     p.add_argument("--tag", default="", help="file-name suffix (default: cuda or cpu)")

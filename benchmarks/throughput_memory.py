@@ -35,7 +35,7 @@ from sst.methods.sst import SSTMethod
 from sst.models.llama import LLAMA_PRESETS, build_llama
 from sst.registry import METHODS
 from sst.tasks.lm import LMTask
-from sst.train.compare import ALL_METHODS, method_config
+from sst.train.compare import DEFAULT_METHODS, method_config
 from sst.train.distributed import DistInfo
 from sst.train.loop import open_run, train_step
 from sst.train.memory import count_parameters, memory_report
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="LLaMA preset (default llama-130m on CUDA, tiny on CPU)")
     p.add_argument("--rank", type=int, default=0, help="0: d_model / 8")
-    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=0, help="0: 64 on CUDA, 4 on CPU")
     p.add_argument("--vocab-size", type=int, default=32000)

@@ -6,23 +6,32 @@ import pytest
 
 from sst.cli import main
 
-METHODS = ["full", "lora", "relora", "galore", "sst"]
+METHODS = ["full", "lora", "relora", "galore", "sst", "fira", "sltrain", "cola"]
 TASKS = ["tiny/lm", "tiny/translation", "tiny/node_classification", "tiny/link_prediction"]
+# SLTrain and CoLA replace the target layers by freshly initialised ones (training from scratch),
+# so they start from another function, and their first Adam step (B = 0 for SLTrain) moves every
+# factor entry by about lr: in these cases the loss rises at step 2 and falls after it. They get
+# the steps below (measured losses: sltrain translation 5.31 5.40 5.35 5.25 5.20; cola translation
+# 5.32 5.40 5.33 5.21 5.17; sltrain node_classification, where the HyboNet layers lose their
+# zero time column, 0.81 1.02 0.90 0.80 0.74 0.71 0.69 0.69 0.69 0.69).
+STEPS = {("sltrain", "tiny/translation"): 5, ("cola", "tiny/translation"): 5,
+         ("sltrain", "tiny/node_classification"): 10}
 
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("method", METHODS)
 def test_train_every_task_with_every_method(tmp_path, capsys, task, method):
     out = tmp_path / "run"
-    code = main(["train", task, f"method.name={method}", "train.steps=3", "train.progress=false",
+    steps = STEPS.get((method, task), 3)
+    code = main(["train", task, f"method.name={method}", f"train.steps={steps}", "train.progress=false",
                  "train.log_every=1", "--out", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["method"] == method and results["steps"] == 3
+    assert results["method"] == method and results["steps"] == steps
     assert results[results["metric"]] == results[results["metric"]]  # a number, not NaN
     assert (out / "last" / "model.safetensors").is_file()
     losses = [loss for _, loss in results["loss_history"]]
-    assert len(losses) == 3 and losses[-1] < losses[0], f"training loss did not go down: {losses}"
+    assert len(losses) == steps and losses[-1] < losses[0], f"training loss did not go down: {losses}"
 
 
 def test_compare_writes_results_report_and_plot(tmp_path, capsys):
@@ -54,6 +63,7 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "tiny/lm" in out and "translation" in out and "sst" in out
+    assert all(name in out for name in ("fira", "sltrain", "cola"))
 
 
 def test_overrides_may_follow_the_options(tmp_path, capsys):

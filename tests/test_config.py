@@ -20,7 +20,7 @@ def test_round_trip_and_typed_values():
     ({"train": {"compile": 1}}, r"train.compile: expected true/false"),
     ({"train": {"schedule": "step"}}, r"train.schedule: 'step' is not one of \['cosine'"),
     ({"method": {"name": "sst", "rank": 4, "sampling": "random"}}, r"method.sampling: 'random' is not one of"),
-    ({"method": {"name": "dora", "rank": 4}}, r"method.name: 'dora' is not one of \['full', 'galore'"),
+    ({"method": {"name": "dora", "rank": 4}}, r"method.name: 'dora' is not one of \[.*'full', 'galore'"),
     ({"method": {"name": "sst", "rank": 0}}, r"method.rank: must be >= 1, got 0"),
     ({"method": {"name": "lora", "resample_every": 3}}, r"unknown config key\(s\) \['method.resample_every'\]"),
     ({"task": {"name": "lm", "seq_len": 0}}, r"task.seq_len"),

@@ -6,11 +6,14 @@
 
 from sst.config import ConfigError, RunConfig, TrainConfig, load_config
 from sst.methods import (
+    CoLAConfig,
+    FiraConfig,
     FullConfig,
     GaLoreConfig,
     LoRAConfig,
     LoRALinear,
     ReLoRAConfig,
+    SLTrainConfig,
     SSTConfig,
     TargetError,
     TrainingMethod,
@@ -24,13 +27,16 @@ from sst.spectral import SpectralLinear
 __version__ = "0.1.0"
 
 __all__ = [
+    "CoLAConfig",
     "ConfigError",
+    "FiraConfig",
     "FullConfig",
     "GaLoreConfig",
     "LoRAConfig",
     "LoRALinear",
     "ReLoRAConfig",
     "RunConfig",
+    "SLTrainConfig",
     "SSTConfig",
     "SpectralLinear",
     "TargetError",

@@ -36,11 +36,11 @@ def _seed_list(text: str | None) -> list[int] | None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from sst.registry import METHODS
-    from sst.train.compare import ALL_METHODS, load_tuned, run_comparison
+    from sst.train.compare import DEFAULT_METHODS, load_tuned, run_comparison
     from sst.train.sweep import parse_sweep
 
     config = load_config(args.config, list(args.overrides))
-    methods = _split(args.methods) or list(ALL_METHODS)
+    methods = _split(args.methods) or list(DEFAULT_METHODS)
     for name in methods:
         METHODS.config_class(name)  # an unknown name fails before anything trains
     out = args.out or config.out_dir
@@ -163,10 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list presets, tasks and methods")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("export", help="merge a trained run to a plain (or low-rank / HF) model")
+    p = sub.add_parser("export", help="merge a trained run to a plain (or low-rank / PIFA / HF) model")
     p.add_argument("checkpoint", help="run directory (uses best/, else last/) or checkpoint directory")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--format", choices=["dense", "lowrank", "hf"], default="dense")
+    p.add_argument("--format", choices=["dense", "lowrank", "hf", "pifa"], default="dense",
+                   help="pifa: pruned layers as pivot rows + coefficients (needs --ratio or --energy)")
     kept = p.add_mutually_exclusive_group()
     kept.add_argument("--ratio", type=float, help="prune ratio: drop this share of each layer's singular values")
     kept.add_argument("--energy", type=float, help="keep the fewest singular values holding this share of sum S^2")

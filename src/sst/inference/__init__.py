@@ -1,4 +1,4 @@
-"""Inference: merge factored layers to dense, singular-value pruning, export, generation."""
+"""Inference: merge factored layers to dense, singular-value pruning, PIFA, export, generation."""
 
 from sst.inference.export import EXPORT_FORMATS, export_run, load_exported
 from sst.inference.generate import generate_ids, generate_text
@@ -12,12 +12,13 @@ from sst.inference.lowrank import (
     rank_for_energy,
     rank_for_ratio,
 )
-from sst.inference.merge import merge_model, mergeable_layers
+from sst.inference.merge import merge_model, mergeable_layers, unmergeable_layers
+from sst.inference.pifa import PIFALinear
 from sst.inference.pruning import prune_curve, prune_study
 
 __all__ = [
-    "EXPORT_FORMATS", "LayerRank", "LoadedRun", "LowRankLinear", "choose_rank", "export_run",
+    "EXPORT_FORMATS", "LayerRank", "LoadedRun", "LowRankLinear", "PIFALinear", "choose_rank", "export_run",
     "generate_ids", "generate_text", "load_exported", "load_run", "merge_model", "mergeable_layers",
     "prunable_layers", "prune_curve", "prune_model", "prune_study", "rank_for_energy", "rank_for_ratio",
-    "resolve_checkpoint",
+    "resolve_checkpoint", "unmergeable_layers",
 ]

@@ -3,7 +3,8 @@
 dense: merged weights (W = U diag(S) Vh, W0 + BA, ...) as a safetensors state dict of the plain
 model class the task builds; lowrank: the singular-value-pruned model (LowRankLinear layers) plus
 ``lowrank.json`` with each layer's kept rank; hf: ``save_pretrained`` of the merged Hugging Face
-model (and tokenizer), loadable by ``from_pretrained`` without ``sst``.
+model (and tokenizer), loadable by ``from_pretrained`` without ``sst``; pifa: the pruned model with
+every truncated layer in PIFA form (k pivot rows and coefficients, ``pifa.json``).
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from torch import nn
 from sst.config import build_config
 from sst.inference.loading import LoadedRun, load_run
 from sst.inference.lowrank import LayerRank, lowrank_model, prune_model
-from sst.inference.merge import merge_model
+from sst.inference.merge import merge_model, require_mergeable
+from sst.inference.pifa import pifa_from_lowrank, pifa_model
 from sst.tasks import build_task
 from sst.checkpoint import CheckpointError
 
-ExportFormat = Literal["dense", "lowrank", "hf"]
-EXPORT_FORMATS = ("dense", "lowrank", "hf")
-MODEL_FILE, CONFIG_FILE, INFO_FILE, RANKS_FILE, TOKENIZER_FILE = (
-    "model.safetensors", "config.yaml", "export.json", "lowrank.json", "tokenizer.json",
+ExportFormat = Literal["dense", "lowrank", "hf", "pifa"]
+EXPORT_FORMATS = ("dense", "lowrank", "hf", "pifa")
+FACTORED_FORMATS = ("lowrank", "pifa")  # kept factored, so they need --ratio or --energy
+MODEL_FILE, CONFIG_FILE, INFO_FILE, RANKS_FILE, PIFA_FILE, TOKENIZER_FILE = (
+    "model.safetensors", "config.yaml", "export.json", "lowrank.json", "pifa.json", "tokenizer.json",
 )
 
 
@@ -49,15 +52,18 @@ def prepare_for_export(
             f"--format hf needs a Hugging Face model (task.model 'hf:...'); "
             f"{run.checkpoint} holds a {type(run.model).__name__}: use --format dense"
         )
-    if format == "lowrank" and ratio is None and energy is None:
-        raise ValueError("--format lowrank needs --ratio or --energy (which singular values to keep)")
+    if format in FACTORED_FORMATS and ratio is None and energy is None:
+        raise ValueError(f"--format {format} needs --ratio or --energy (which singular values to keep)")
+    require_mergeable(run.model, run.task.build_model, f"a {format} export")
     ranks = {}
     if ratio is not None or energy is not None:
         cfg = run.config.method
         ranks = prune_model(run.model, ratio=ratio, energy=energy,
                             target_modules=cfg.target_modules, exclude_modules=cfg.exclude_modules,
-                            always_factor=False)
-    if format != "lowrank":
+                            always_factor=format == "pifa")
+    if format == "pifa":
+        ranks = pifa_from_lowrank(run.model, ranks)
+    if format not in FACTORED_FORMATS:
         merge_model(run.model)
     return ranks
 
@@ -90,8 +96,9 @@ def export_run(
 ) -> Path:
     """Export a run or checkpoint directory to ``out_dir``; returns ``out_dir``.
 
-    Writes model.safetensors (dense/lowrank) or the HF files (hf), plus config.yaml (the run
-    config), export.json (what was done) and, for lowrank, lowrank.json (per-layer ranks).
+    Writes model.safetensors (dense/lowrank/pifa) or the HF files (hf), plus config.yaml (the run
+    config), export.json (what was done) and, for lowrank and pifa, lowrank.json or pifa.json
+    (per-layer ranks).
     """
     run = load_run(checkpoint)
     ranks = prepare_for_export(run, format, ratio, energy)
@@ -104,8 +111,9 @@ def export_run(
     else:
         save_model(run.model, str(out / MODEL_FILE))
         _save_tokenizer(run, out)
-    if format == "lowrank":
-        (out / RANKS_FILE).write_text(json.dumps({n: r.as_dict() for n, r in ranks.items()}, indent=2))
+    if format in FACTORED_FORMATS:
+        ranks_file = RANKS_FILE if format == "lowrank" else PIFA_FILE
+        (out / ranks_file).write_text(json.dumps({n: r.as_dict() for n, r in ranks.items()}, indent=2))
     info = {
         "format": format,
         "source": str(run.checkpoint),
@@ -122,7 +130,7 @@ def export_run(
 
 
 def load_exported(export_dir: str | Path) -> nn.Module:
-    """Rebuild a dense or lowrank export: the task's plain model class, weights loaded strictly."""
+    """Rebuild a dense, lowrank or pifa export: the task's plain model class, weights loaded strictly."""
     export_dir = Path(export_dir)
     for needed in (CONFIG_FILE, MODEL_FILE):
         if not (export_dir / needed).is_file():
@@ -132,6 +140,8 @@ def load_exported(export_dir: str | Path) -> nn.Module:
     model = task.build_model()
     if (export_dir / RANKS_FILE).is_file():
         lowrank_model(model, json.loads((export_dir / RANKS_FILE).read_text()))
+    if (export_dir / PIFA_FILE).is_file():
+        pifa_model(model, json.loads((export_dir / PIFA_FILE).read_text()))
     missing, unexpected = load_model(model, str(export_dir / MODEL_FILE), strict=False)
     if missing or unexpected:
         raise CheckpointError(

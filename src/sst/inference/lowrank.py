@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from sst.methods.surgery import ALL_LINEAR, DEFAULT_EXCLUDE, matches, replace_modules
+from sst.methods.surgery import ALL_LINEAR, DEFAULT_EXCLUDE, check_layer_rank, matches, replace_modules
 from sst.spectral.factored import FactoredLinear
 from sst.spectral.functional import compose, svd_factors
 
@@ -30,9 +30,7 @@ class LowRankLinear(FactoredLinear):
         device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        k = min(in_features, out_features)
-        if not isinstance(rank, int) or not 0 < rank <= k:
-            raise ValueError(f"rank must be an integer in [1, {k}] for a {out_features}x{in_features} layer, got {rank!r}")
+        check_layer_rank(in_features, out_features, rank)
         kw = {"device": device, "dtype": dtype}
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
         self.U = nn.Parameter(torch.empty(out_features, rank, **kw))

@@ -17,7 +17,7 @@ import torch
 
 from sst.inference.loading import LoadedRun
 from sst.inference.lowrank import check_ratio, layer_factors, prunable_layers, prune_model
-from sst.inference.merge import merge_model
+from sst.inference.merge import merge_model, require_mergeable
 
 DEFAULT_RATIOS = tuple(i / 10 for i in range(10))
 JSON_FILE, PLOT_FILE = "prune.json", "prune.png"
@@ -40,6 +40,7 @@ def prune_curve(
     ratios = [check_ratio(float(r)) for r in ratios]
     metric = metric or headline_metric(run, split)
     cfg = run.config.method
+    require_mergeable(run.model, run.task.build_model, "singular-value pruning")
     base = merge_model(copy.deepcopy(run.model))
     layers = prunable_layers(base, cfg.target_modules, cfg.exclude_modules)
     factors = {name: layer_factors(layer, torch.float64) for name, layer in layers.items()}

@@ -1,14 +1,19 @@
-"""Training methods behind one interface: full, lora, relora (ReLoRA*), galore, sst."""
+"""Training methods behind one interface: full, lora, relora (ReLoRA*), galore, sst; peers fira, sltrain, cola."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from sst.methods.base import MethodConfig, TrainingMethod
+from sst.methods.cola import CoLAConfig, CoLAMethod
+from sst.methods.cola_linear import CoLALinear
+from sst.methods.fira import FiraConfig, FiraMethod
 from sst.methods.full import FullConfig, FullMethod
 from sst.methods.galore import GaLoreConfig, GaLoreMethod
 from sst.methods.lora import LoRAConfig, LoRALinear, LoRAMethod
 from sst.methods.relora import ReLoRAConfig, ReLoRAMethod
+from sst.methods.sltrain import SLTrainConfig, SLTrainMethod
+from sst.methods.sltrain_linear import SLTrainLinear
 from sst.methods.sst import SSTConfig, SSTMethod
 from sst.methods.surgery import TargetError
 from sst.registry import METHODS
@@ -19,6 +24,9 @@ METHODS.register_all([
     ("relora", ReLoRAConfig, ReLoRAMethod),
     ("galore", GaLoreConfig, GaLoreMethod),
     ("sst", SSTConfig, SSTMethod),
+    ("fira", FiraConfig, FiraMethod),
+    ("sltrain", SLTrainConfig, SLTrainMethod),
+    ("cola", CoLAConfig, CoLAMethod),
 ])
 
 METHOD_CONFIGS: dict[str, type[MethodConfig]] = METHODS.configs
@@ -39,6 +47,7 @@ def convert(model: nn.Module, config: MethodConfig, seed: int = 0) -> tuple[nn.M
 
 
 __all__ = [
-    "METHOD_CLASSES", "METHOD_CONFIGS", "FullConfig", "GaLoreConfig", "LoRAConfig", "LoRALinear",
-    "MethodConfig", "ReLoRAConfig", "SSTConfig", "TargetError", "TrainingMethod", "build_method", "convert",
+    "METHOD_CLASSES", "METHOD_CONFIGS", "CoLAConfig", "CoLALinear", "FiraConfig", "FullConfig", "GaLoreConfig",
+    "LoRAConfig", "LoRALinear", "MethodConfig", "ReLoRAConfig", "SLTrainConfig", "SLTrainLinear", "SSTConfig",
+    "TargetError", "TrainingMethod", "build_method", "convert",
 ]

@@ -26,11 +26,13 @@ class MethodConfig:
 
     Class-level facts for comparisons: ``interval_key`` names the field that plays SST's
     "iteration" (one value sets them all), ``role`` is the method's part in the gap-reduction
-    formula (``reference`` full-rank, ``baseline`` LoRA-like, ``subject`` SST, ``peer`` others).
+    formula (``reference`` full-rank, ``baseline`` LoRA-like, ``subject`` SST, ``peer`` others),
+    ``default_in_comparisons`` whether ``sst compare`` without ``--methods`` trains it.
     """
 
     interval_key: ClassVar[str | None] = None
     role: ClassVar[Literal["reference", "baseline", "subject", "peer"]] = "peer"
+    default_in_comparisons: ClassVar[bool] = True
 
     name: str = ""
     # A single pattern may be given as a string ("all-linear"); it becomes a one-item list.

@@ -73,6 +73,13 @@ def check_rank(targets: dict[str, nn.Linear], rank: int) -> None:
             )
 
 
+def check_layer_rank(in_features: int, out_features: int, rank: int) -> None:
+    """Raise ValueError unless ``rank`` is an integer in [1, min(in, out)] for one layer's shape."""
+    k = min(in_features, out_features)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 < rank <= k:
+        raise ValueError(f"rank must be an integer in [1, {k}] for a {out_features}x{in_features} layer, got {rank!r}")
+
+
 def replace_modules(
     model: nn.Module, targets: dict[str, nn.Linear], factory: Callable[[str, nn.Linear], nn.Module]
 ) -> dict[str, nn.Module]:

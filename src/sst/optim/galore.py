@@ -30,6 +30,28 @@ def project_back(low: torch.Tensor, P: torch.Tensor, shape: torch.Size) -> torch
     return low @ P.T if m >= n else P @ low
 
 
+def begin_step(p: torch.Tensor, group: dict, state: dict) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The shared start of a projected Adam step for ``p`` -> (G, R, projected).
+
+    G is p's gradient in float32 and R its projection (G itself for a group without ``rank`` or a
+    non-matrix). Refreshes ``state["projector"]`` every ``proj_update_every`` steps, creates the
+    moments ``exp_avg``/``exp_avg_sq`` in R's shape, and counts ``state["step"]`` (now this step's).
+    """
+    grad = low = p.grad.float()
+    projected = group["rank"] is not None and p.ndim == 2
+    if not state:
+        state["step"] = 0  # a Python int: reading it never waits for the GPU
+    if projected:
+        if "projector" not in state or state["step"] % group["proj_update_every"] == 0:
+            state["projector"] = galore_projector(grad, group["rank"])
+        low = project(grad, state["projector"])
+    if "exp_avg" not in state:
+        state["exp_avg"] = torch.zeros_like(low)
+        state["exp_avg_sq"] = torch.zeros_like(low)
+    state["step"] += 1
+    return grad, low, projected
+
+
 class GaLoreAdamW(torch.optim.Optimizer):
     """AdamW where parameter groups with ``rank`` set are trained in GaLore's projected space.
 
@@ -62,32 +84,23 @@ class GaLoreAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad.float()
-                state = self.state[p]
-                projected = group["rank"] is not None and p.ndim == 2
-                if not state:
-                    state["step"] = 0  # a Python int: reading it never waits for the GPU
-                if projected:
-                    if "projector" not in state or state["step"] % group["proj_update_every"] == 0:
-                        state["projector"] = galore_projector(grad, group["rank"])
-                    grad = project(grad, state["projector"])
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(grad)
-                    state["exp_avg_sq"] = torch.zeros_like(grad)
-                state["step"] += 1
-                t = state["step"]
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(group["eps"])
-                update = (exp_avg / (1 - beta1**t)) / denom
-                if projected:
-                    update = group["scale"] * project_back(update, state["projector"], p.shape)
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update.to(p.dtype), alpha=-group["lr"])
+                if p.grad is not None:
+                    self.update_parameter(p, group, self.state[p])
         return loss
+
+    def update_parameter(self, p: torch.Tensor, group: dict, state: dict) -> None:
+        """One step of ``p`` (its gradient is set): Adam in the projected space, projected back."""
+        beta1, beta2 = group["betas"]
+        _, grad, projected = begin_step(p, group, state)
+        t = state["step"]
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(group["eps"])
+        update = (exp_avg / (1 - beta1**t)) / denom
+        if projected:
+            update = group["scale"] * project_back(update, state["projector"], p.shape)
+        if group["weight_decay"]:
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.add_(update.to(p.dtype), alpha=-group["lr"])

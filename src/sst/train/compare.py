@@ -22,6 +22,8 @@ from sst.train import sweep
 from sst.train.loop import NonFiniteLossError, train
 
 ALL_METHODS = tuple(METHODS.names())
+# What a comparison trains when no methods are named: the paper's five (see default_in_comparisons).
+DEFAULT_METHODS = tuple(n for n in ALL_METHODS if METHODS.configs[n].default_in_comparisons)
 
 
 def method_config(base: Any, name: str, rank: int | None) -> Any:
