@@ -50,3 +50,18 @@ def test_presets_load():
         load_config(name)
     with pytest.raises(ConfigError, match="neither a file nor a preset"):
         load_config("no-such-preset")
+
+
+def test_switching_method_carries_the_shared_interval():
+    # tiny/lm is SST with resample_every: 5; each method's interval_key plays that role.
+    assert load_config("tiny/lm", ["method.name=relora"]).method.reset_every == 5
+    assert load_config("tiny/lm", ["method.name=galore"]).method.proj_update_every == 5
+    relora_galore = load_config("tiny/lm", ["method.name=relora", "method.name=galore"]).method
+    assert relora_galore.proj_update_every == 5
+    back = load_config("tiny/lm", ["method.name=relora", "method.reset_every=7", "method.name=sst"])
+    assert back.method.resample_every == 7
+    # an explicit value of the new kind's key wins, before or after the switch
+    assert load_config("tiny/lm", ["method.name=relora", "method.reset_every=50"]).method.reset_every == 50
+    assert load_config("tiny/lm", ["method.reset_every=50", "method.name=relora"]).method.reset_every == 50
+    lora = load_config("tiny/lm", ["method.name=lora"]).method  # no interval: nothing to carry
+    assert lora.name == "lora" and not hasattr(lora, "resample_every")

@@ -18,10 +18,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[set[str]] = [
     {"errors"},  # the error types
     {"schema", "atomic"},  # plain Python
-    {"registry", "spectral", "hyperbolic", "optim"},  # torch-only maths and plug-in registries
+    {"registry", "spectral", "hyperbolic", "optim", "devices"},  # torch-only maths, registries, devices
     {"methods", "models", "data"},  # methods know spectral/optim; models know hyperbolic
     {"tasks"},  # a task = data + model + objective
-    {"config", "checkpoint"},  # run configs (read the registries), checkpoint files
+    {"config", "checkpoint", "sizing"},  # run configs (read the registries), checkpoint files, memory estimates
     {"build"},  # config -> task, model, method
     {"train", "inference"},  # the loop wires everything; inference never imports training
     {"cli"},  # parses and calls

@@ -1,15 +1,25 @@
-"""Command line: ``sst train | compare | list | ...`` parse arguments and call library functions."""
+"""Command line: ``sst train | compare | list | ...`` parse arguments and call library functions.
+
+Every error a user can cause (an ``SSTError``, or a bad option) is printed as one line
+``sst: error: ...`` with exit status 2; ``--debug`` or ``SST_DEBUG=1`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import torch
 
-from sst.config import ConfigError, list_presets, load_config
+from sst.config import list_presets, load_config
+from sst.errors import SSTError
+
+DEBUG_ENV = "SST_DEBUG"
 
 
 def _split(text: str | None, cast=str) -> list | None:
@@ -73,25 +83,6 @@ def _ratio_list(text: str) -> list[float]:
     return values
 
 
-def _inference_command(func):
-    """Report bad option combinations (ValueError) as ``sst: error: ...`` with exit status 2."""
-
-    def run(args: argparse.Namespace) -> int:
-        from sst.methods import TargetError
-        from sst.checkpoint import CheckpointError
-
-        try:
-            return func(args)
-        except (CheckpointError, TargetError, ConfigError):
-            raise
-        except ValueError as err:
-            print(f"sst: error: {err}", file=sys.stderr)
-            return 2
-
-    return run
-
-
-@_inference_command
 def cmd_export(args: argparse.Namespace) -> int:
     from sst.inference.export import export_run
 
@@ -100,7 +91,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-@_inference_command
 def cmd_prune(args: argparse.Namespace) -> int:
     from sst.inference.loading import load_run
     from sst.inference.pruning import prune_study
@@ -115,7 +105,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-@_inference_command
 def cmd_generate(args: argparse.Namespace) -> int:
     from sst.inference.generate import generate_text
     from sst.inference.loading import load_run
@@ -126,7 +115,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-@_inference_command
 def cmd_eval(args: argparse.Namespace) -> int:
     from sst.inference.loading import load_run
 
@@ -136,18 +124,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed distribution's version (``sst.__version__`` is kept equal to it)."""
+    try:
+        return metadata.version("sparse-spectral-training")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, like every other error of the CLI."""
+
+    def error(self, message: str):
+        self.exit(2, f"sst: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sst", description="Sparse Spectral Training")
+    parser = _Parser(prog="sst", description="Sparse Spectral Training")
+    parser.add_argument("--version", action="version", version=f"sst {version()}")
+    debug_help = f"show the traceback of an error (also: {DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # --debug also after the command; SUPPRESS keeps a subcommand from resetting the global flag.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one run from a YAML config or preset")
+    p = sub.add_parser("train", parents=[common], help="train one run from a YAML config or preset")
     p.add_argument("config", help="YAML file or preset name (see `sst list`)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 method.rank=16")
     p.add_argument("--out", help="output directory (same as out_dir=...)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last exactly")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("compare", help="train several methods on identical data and report")
+    p = sub.add_parser("compare", parents=[common], help="train several methods on identical data and report")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--methods", help="comma-separated, default full,lora,relora,galore,sst")
@@ -160,10 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: the config's out_dir)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("list", help="list presets, tasks and methods")
+    p = sub.add_parser("list", parents=[common], help="list presets, tasks and methods")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("export", help="merge a trained run to a plain (or low-rank / PIFA / HF) model")
+    p = sub.add_parser("export", parents=[common],
+                       help="merge a trained run to a plain (or low-rank / PIFA / HF) model")
     p.add_argument("checkpoint", help="run directory (uses best/, else last/) or checkpoint directory")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--format", choices=["dense", "lowrank", "hf", "pifa"], default="dense",
@@ -173,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     kept.add_argument("--energy", type=float, help="keep the fewest singular values holding this share of sum S^2")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("prune", help="metric against singular-value prune ratio (prune.json, prune.png)")
+    p = sub.add_parser("prune", parents=[common],
+                       help="metric against singular-value prune ratio (prune.json, prune.png)")
     p.add_argument("checkpoint", help="run directory or checkpoint directory")
     p.add_argument("--ratios", type=_ratio_list, default=[i / 10 for i in range(10)],
                    help="comma-separated prune ratios in [0, 1) (default 0,0.1,...,0.9)")
@@ -183,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser("generate", help="continue a text prompt with a language-model run")
+    p = sub.add_parser("generate", parents=[common], help="continue a text prompt with a language-model run")
     p.add_argument("checkpoint", help="run directory or checkpoint directory")
     p.add_argument("--prompt", default="", help="text to continue (empty: start a new document)")
     p.add_argument("--max-new-tokens", type=int, default=50)
@@ -193,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("eval", help="evaluate a run or checkpoint on a split")
+    p = sub.add_parser("eval", parents=[common], help="evaluate a run or checkpoint on a split")
     p.add_argument("checkpoint", help="run directory or checkpoint directory")
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--max-batches", type=int, default=0, help="0: the whole split")
@@ -214,16 +225,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    from sst.methods import TargetError
-    from sst.checkpoint import CheckpointError
-    from sst.train.loop import NonFiniteLossError
+def one_line(message: str) -> str:
+    """``message`` with its line breaks (YAML errors, tracebacks of causes) folded into spaces."""
+    return re.sub(r"\s*\n\s*", " ", str(message).strip())
 
+
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.func(args)
-    except (ConfigError, TargetError, CheckpointError, NonFiniteLossError, FileNotFoundError) as err:
-        print(f"sst: error: {err}", file=sys.stderr)
+    except (SSTError, FileNotFoundError) as err:  # FileNotFoundError: a missing input the OS names
+        if debug:
+            raise
+        print(f"sst: error: {one_line(err)}", file=sys.stderr)
         return 2
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

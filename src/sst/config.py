@@ -132,14 +132,23 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"override {text!r}: {k!r} is not a mapping")
             node = node.setdefault(k, {})
         if keys[-1] == "name" and len(keys) == 2 and node.get("name") not in (None, value):
-            # Switching the task/method kind keeps only the keys the new kind also has.
             registry = _registries().get(keys[0])
             if registry is not None and value in registry.configs:
-                allowed = {f.name for f in dataclasses.fields(registry.configs[value])}
-                for k in [k for k in node if k not in allowed]:
-                    del node[k]
+                _switch_kind(node, registry.configs.get(node["name"]), registry.configs[value])
         node[keys[-1]] = value
     return data
+
+
+def _switch_kind(node: dict, old: type | None, new: type) -> None:
+    """Switching a task/method kind keeps the keys the new kind also has, and carries the shared
+    interval across (``interval_key``: SST resample_every -> ReLoRA reset_every -> GaLore
+    proj_update_every) unless the new kind's key is already set; the other keys are dropped."""
+    old_key, new_key = getattr(old, "interval_key", None), getattr(new, "interval_key", None)
+    if old_key and new_key and old_key in node and new_key not in node:
+        node[new_key] = node[old_key]
+    allowed = {f.name for f in dataclasses.fields(new)}
+    for k in [k for k in node if k not in allowed]:
+        del node[k]
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:

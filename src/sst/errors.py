@@ -1,6 +1,8 @@
 """The errors a user can cause, one type per kind; the CLI prints any ``SSTError`` as one line.
 
-Each message names the key, file or row at fault and, where one exists, the way out.
+Each message names the key, file or row at fault and, where one exists, the way out. Each type
+also derives from the built-in error it refines (ValueError, FileNotFoundError, ...), so code that
+catches the built-in keeps working.
 """
 
 from __future__ import annotations
@@ -11,7 +13,24 @@ class SSTError(Exception):
 
 
 class ConfigError(SSTError, ValueError):
-    """A configuration key or value is wrong; the message names the dotted key."""
+    """A configuration key or value is wrong (also a device or a size that cannot fit); the message
+    names the dotted key."""
+
+
+class UsageError(SSTError, ValueError):
+    """A command-line option or function argument is wrong (``--split``, ``--ratio``, ``top_k``)."""
+
+
+class DataError(SSTError, ValueError):
+    """A data file or source is empty, not text, malformed or too small; the message names it."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A data file or folder does not exist (or a streamed source cannot be reached)."""
+
+
+class DependencyError(SSTError, ImportError):
+    """An optional package that a setting needs is not installed; the message says how to install it."""
 
 
 class CheckpointError(SSTError, RuntimeError):

@@ -21,6 +21,7 @@ from sst.data.lm import (
     validation_mask,
 )
 from sst.data.tokenizer import EOT, train_tokenizer
+from sst.errors import DataError
 
 PROSE = [
     "The quick brown fox jumps over the lazy dog. It was a bright cold day in April.",
@@ -183,7 +184,7 @@ def test_hf_source_without_datasets_package(monkeypatch):
 
 def test_hf_source_offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="needs internet"):
+    with pytest.raises(DataError, match="needs internet"):
         stream_hf_documents("openwebtext", 1000)
 
 
@@ -204,7 +205,7 @@ def test_hf_source_network_failure_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     module, calls = fake_datasets(error=ConnectionError("no route to host"))
     monkeypatch.setitem(sys.modules, "datasets", module)
-    with pytest.raises(RuntimeError, match="could not stream Hugging Face dataset 'allenai/c4'.*no route"):
+    with pytest.raises(DataError, match="could not stream Hugging Face dataset 'allenai/c4'.*no route"):
         stream_hf_documents("c4", 1000)
     assert calls == [("allenai/c4", "en", "train", True)]
 

@@ -13,8 +13,8 @@ def test_eval_prints_the_metrics(sst_run, capsys):
     assert main(["eval", str(sst_run), "--max-batches", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["checkpoint"].endswith("best") and out["val_loss"] > 0 and out["val_tokens"] == 32
-    assert main(["eval", str(sst_run / "last"), "--split", "test", "--max-batches", "1"]) == 0
-    assert "test_ppl" in json.loads(capsys.readouterr().out)
+    assert main(["eval", str(sst_run / "last"), "--split", "test", "--max-batches", "1"]) == 2
+    assert "the lm task has only a 'val' split" in capsys.readouterr().err
 
 
 def test_prune_writes_the_study(sst_run, tmp_path, capsys):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sst.config import ConfigError, from_dict
+from sst.errors import UsageError
 from sst.tasks import TASK_CLASSES, TASK_CONFIGS, build_task
 from sst.tasks.lm import LMTask, LMTaskConfig
 
@@ -100,10 +101,8 @@ def test_evaluate_reports_perplexity_and_restores_mode(cache, tmp_path):
     assert out["val_ppl"] == pytest.approx(math.exp(out["val_loss"]), rel=1e-9)
     assert out["val_tokens"] == 3 * 4 * 32
     assert model.training  # restored
-    model.eval()
-    test = task.evaluate(model, "test", max_batches=3)
-    assert not model.training
-    assert test["test_loss"] == pytest.approx(out["val_loss"], rel=1e-6)  # test aliases val
+    with pytest.raises(UsageError, match="unknown split 'test': the lm task has only a 'val' split"):
+        task.evaluate(model, "test")  # no test split: refused, never the val split relabelled
     with pytest.raises(ValueError, match="unknown split 'train'"):
         task.evaluate(model, "train")
 

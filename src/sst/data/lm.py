@@ -24,6 +24,7 @@ from tokenizers import Tokenizer
 from sst.atomic import atomic_write_bytes
 from sst.data.cache import cache_key, default_cache_dir
 from sst.data.tokenizer import EOT, load_or_train_tokenizer
+from sst.errors import DataError, DependencyError, MissingDataError
 
 _CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 BUILTIN_CORPUS = _CORPUS_DIR / "kjv.txt.xz"
@@ -38,6 +39,8 @@ TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.xz")
 # Short names for common pre-training corpora: name -> (dataset path, config name).
 HF_ALIASES = {"c4": ("allenai/c4", "en"), "openwebtext": ("Skylion007/openwebtext", None)}
 HF_INSTALL = "pip install 'sparse-spectral-training[hf]'"
+# A text file decodes to at most this share of U+FFFD replacement characters (else: binary).
+_MAX_UNDECODABLE = 0.01
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,6 +52,22 @@ def read_text(path: Path) -> str:
     opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:
         return f.read()
+
+
+def read_text_file(path: Path) -> str:
+    """``read_text`` for a user's file, refusing binary content (NUL bytes or many bytes that are
+    not UTF-8) with a ``DataError`` naming the file."""
+    try:
+        text = read_text(path)
+    except (OSError, EOFError, lzma.LZMAError) as err:
+        raise DataError(f"task.data: cannot read {path}: {err}") from err
+    undecodable = text.count("\ufffd")
+    if "\x00" in text or undecodable > _MAX_UNDECODABLE * len(text):
+        raise DataError(
+            f"task.data: {path} is not a UTF-8 text file ({undecodable} of {len(text)} characters "
+            f"undecodable{', NUL bytes' if chr(0) in text else ''})"
+        )
+    return text
 
 
 def split_documents(text: str) -> list[str]:
@@ -65,23 +84,23 @@ def text_files(source: str) -> list[Path]:
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
         if not files:
             kinds = "/".join(TEXT_SUFFIXES)
-            raise ValueError(f"data source {source!r}: folder has no {kinds} files")
+            raise DataError(f"task.data: data source {source!r}: folder has no {kinds} files")
         return files
-    raise FileNotFoundError(f"data source {source!r}: no such file or folder")
+    raise MissingDataError(f"task.data: data source {source!r}: no such file or folder")
 
 
 def stream_hf_documents(name: str, max_chars: int) -> list[str]:
     """Documents of Hugging Face dataset ``name`` (``c4``, ``openwebtext`` or ``path[:config]``),
     streamed from its train split until ``max_chars`` characters have been read."""
     if any(os.environ.get(v, "0") not in ("0", "") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")):
-        raise RuntimeError(
-            f"data source 'hf:{name}' needs internet, but HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set"
+        raise DataError(
+            f"task.data: data source 'hf:{name}' needs internet, but HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set"
         )
     try:
         import datasets
     except ImportError as err:
-        raise ImportError(
-            f"data source 'hf:{name}' needs the `datasets` package: {HF_INSTALL}"
+        raise DependencyError(
+            f"task.data: data source 'hf:{name}' needs the `datasets` package: {HF_INSTALL}"
         ) from err
     path, _, config = name.partition(":")
     path, config = HF_ALIASES.get(name, (path, config or None))
@@ -95,8 +114,8 @@ def stream_hf_documents(name: str, max_chars: int) -> list[str]:
             if total >= max_chars:
                 break
     except Exception as err:  # network, authentication, unknown dataset: one clear message
-        raise RuntimeError(
-            f"could not stream Hugging Face dataset {path!r} (data source 'hf:{name}'): {err}"
+        raise DataError(
+            f"task.data: could not stream Hugging Face dataset {path!r} (data source 'hf:{name}'): {err}"
         ) from err
     return docs
 
@@ -116,7 +135,7 @@ def resolve_sources(sources: list[str] | tuple[str, ...], max_chars: int = 0) ->
     folder. File identity is (resolved path, size, mtime), so an edited file gets a new cache.
     """
     if not sources:
-        raise ValueError("no data sources given")
+        raise DataError("task.data: no data sources given")
     ids: list[str] = []
     readers: list[Callable[[], list[str]]] = []
     for source in sources:
@@ -128,24 +147,24 @@ def resolve_sources(sources: list[str] | tuple[str, ...], max_chars: int = 0) ->
         elif source.startswith("hf:"):
             name = source[3:]
             if not name:
-                raise ValueError("data source 'hf:' needs a dataset name, e.g. 'hf:c4'")
+                raise DataError("task.data: data source 'hf:' needs a dataset name, e.g. 'hf:c4'")
             if max_chars <= 0:
-                raise ValueError(
-                    f"data source {source!r} is streamed: give a positive character budget"
+                raise DataError(
+                    f"task.data: data source {source!r} is streamed: give a positive character budget"
                 )
             ids.append(f"{source}|{max_chars}")
             readers.append(lambda name=name: stream_hf_documents(name, max_chars))
             continue
         elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", source) and not Path(source).exists():
-            raise ValueError(
-                f"unknown data source {source!r}: use 'builtin', 'hf:<dataset>' or a local path"
+            raise DataError(
+                f"task.data: unknown data source {source!r}: use 'builtin', 'hf:<dataset>' or a local path"
             )
         else:
             files = text_files(source)
         for f in files:
             st = f.stat()
             ids.append(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}")
-        readers.append(lambda files=files: [d for f in files for d in split_documents(read_text(f))])
+        readers.append(lambda files=files: [d for f in files for d in split_documents(read_text_file(f))])
     return Source("\n".join(ids), lambda: [d for read in readers for d in read()])
 
 
@@ -209,7 +228,7 @@ def load_lm_data(
     are cached as ``.npy`` (uint16 when the vocabulary fits, else int32) beside it.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise DataError(f"task.val_fraction: must be in (0, 1), got {val_fraction}")
     cache = default_cache_dir(cache_dir)
     source = resolve_sources(sources, max_chars)
     documents: list[str] | None = None
@@ -219,7 +238,7 @@ def load_lm_data(
         if documents is None:
             documents = source.documents()
             if not documents:
-                raise ValueError(f"data sources {list(sources)} contain no text (empty corpus)")
+                raise DataError(f"task.data: data sources {list(sources)} contain no text (empty corpus)")
         return documents
 
     tokenizer, tok_path = load_or_train_tokenizer(docs, source.identity, vocab_size, cache)
@@ -232,8 +251,8 @@ def load_lm_data(
         held_out = validation_mask(len(all_docs), val_fraction)
         n_val = int(held_out.sum())
         if n_val == 0 or n_val == len(all_docs):
-            raise ValueError(
-                f"corpus has {len(all_docs)} document(s): too few to hold out val_fraction "
+            raise DataError(
+                f"task.data: the corpus {list(sources)} has {len(all_docs)} document(s): too few to hold out val_fraction "
                 f"{val_fraction} and still train (documents are separated by blank lines)"
             )
         dtype = np.uint16 if tokenizer.get_vocab_size() <= 1 << 16 else np.int32
@@ -260,11 +279,12 @@ def pack(tokens: np.ndarray, seq_len: int, indices: np.ndarray) -> np.ndarray:
 
 
 def check_sequences(split: str, n_tokens: int, seq_len: int, needed: int = 1) -> int:
-    """Number of sequences in a split, raising a ValueError naming the sizes when < ``needed``."""
+    """Number of sequences in a split, raising a DataError naming the sizes when < ``needed``."""
     n = num_sequences(n_tokens, seq_len)
     if n < needed:
-        raise ValueError(
-            f"the {split} split has {n_tokens} tokens: {n} sequence(s) of seq_len {seq_len} "
+        key = "task.seq_len" if n == 0 else "task.batch_size"
+        raise DataError(
+            f"{key}: the {split} split has {n_tokens} tokens: {n} sequence(s) of seq_len {seq_len} "
             f"(+1 target token), fewer than the {needed} needed; use a shorter seq_len, a smaller "
             f"batch or a larger corpus"
         )
@@ -273,6 +293,6 @@ def check_sequences(split: str, n_tokens: int, seq_len: int, needed: int = 1) ->
 
 __all__ = [
     "BUILTIN_CORPORA", "BUILTIN_CORPUS", "LMData", "Source", "check_sequences", "load_lm_data",
-    "num_sequences", "pack", "read_text", "resolve_sources", "split_documents",
+    "num_sequences", "pack", "read_text", "read_text_file", "resolve_sources", "split_documents",
     "stream_hf_documents", "text_files", "validation_mask",
 ]

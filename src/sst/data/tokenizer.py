@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from sst.atomic import atomic_write_text
 from sst.data.cache import cache_key
+from sst.errors import ConfigError
 
 EOT = "<|endoftext|>"
 _VERSION = "bytelevel-bpe-1"  # bump when training changes, so stale caches are not reused
@@ -24,8 +25,8 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int) -> Tokenizer:
     """Train a byte-level BPE tokenizer with ``vocab_size`` tokens (including ``EOT``)."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     if vocab_size < len(alphabet) + 1:
-        raise ValueError(
-            f"vocab_size {vocab_size} is too small: a byte-level tokenizer needs at least "
+        raise ConfigError(
+            f"task.vocab_size: vocab_size {vocab_size} is too small: a byte-level tokenizer needs at least "
             f"{len(alphabet) + 1} tokens (256 bytes + {EOT})"
         )
     tokenizer = Tokenizer(models.BPE())

@@ -20,6 +20,7 @@ import torch
 
 from sst.atomic import atomic_write_bytes, atomic_write_text
 from sst.data.cache import default_cache_dir
+from sst.errors import DataError, MissingDataError
 
 SPLIT_FILES = {"train": "train", "val": "val", "test": "test_2016_flickr"}
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -43,7 +44,7 @@ def data_dir_candidates() -> list[Path]:
 
 def resolve_corpus_dir(data_dir: str | Path = "", corpus: str = "multi30k") -> Path:
     """The folder holding ``corpus``: ``data_dir`` itself or its ``corpus`` subfolder if given,
-    else ``<first existing data dir>/<corpus>``; raises FileNotFoundError listing the places tried."""
+    else ``<first existing data dir>/<corpus>``; raises MissingDataError listing the places tried."""
     if data_dir:
         base = Path(data_dir)
         tried = [base / corpus, base]
@@ -52,20 +53,20 @@ def resolve_corpus_dir(data_dir: str | Path = "", corpus: str = "multi30k") -> P
     for place in tried:
         if place.is_dir():
             return place
-    raise FileNotFoundError(
-        f"{corpus} data not found; tried {[str(p) for p in tried]} "
+    raise MissingDataError(
+        f"task.data_dir: {corpus} data not found; tried {[str(p) for p in tried]} "
         "(set task.data_dir or the SST_DATA_DIR environment variable)"
     )
 
 
 def _split_path(corpus_dir: Path, split: str, lang: str) -> Path:
     if split not in SPLIT_FILES:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_FILES)}")
+        raise DataError(f"unknown split {split!r}; expected one of {sorted(SPLIT_FILES)}")
     stem = corpus_dir / f"{SPLIT_FILES[split]}.{lang}"
     for path in (stem.with_name(stem.name + ".gz"), stem):
         if path.is_file():
             return path
-    raise FileNotFoundError(f"missing {stem}.gz (or {stem}) for split {split!r}")
+    raise MissingDataError(f"task.data_dir: missing {stem}.gz (or {stem}) for split {split!r}")
 
 
 def available_languages(corpus_dir: Path) -> list[str]:
@@ -76,15 +77,23 @@ def available_languages(corpus_dir: Path) -> list[str]:
 
 
 def read_lines(path: Path) -> list[str]:
-    """Stripped lines of a UTF-8 text file (gzip if it ends in .gz); an empty line is an error."""
+    """Stripped lines of a UTF-8 text file (gzip if it ends in .gz); an empty line, an empty file
+    or bytes that are not UTF-8 are a ``DataError`` naming the file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        lines = [line.strip() for line in handle.read().split("\n")]
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle.read().split("\n")]
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason})") from err
+    except (OSError, EOFError) as err:  # a truncated or non-gzip .gz file
+        raise DataError(f"{path}: cannot read: {err}") from err
     if lines and lines[-1] == "":
         lines.pop()  # the final newline
+    if not lines:
+        raise DataError(f"{path}: the file holds no sentences")
     for number, line in enumerate(lines, start=1):
         if not line:
-            raise ValueError(f"{path}: line {number} is empty")
+            raise DataError(f"{path}: line {number} is empty")
     return lines
 
 
@@ -93,17 +102,17 @@ def read_parallel(corpus_dir: Path, split: str, src_lang: str, tgt_lang: str) ->
     langs = available_languages(corpus_dir)
     for lang in (src_lang, tgt_lang):
         if lang not in langs:
-            raise ValueError(
-                f"language {lang!r} not found in {corpus_dir} (pair {src_lang}->{tgt_lang}); "
+            raise DataError(
+                f"task.src_lang/tgt_lang: language {lang!r} not found in {corpus_dir} (pair {src_lang}->{tgt_lang}); "
                 f"available: {langs}"
             )
     if src_lang == tgt_lang:
-        raise ValueError(f"source and target language are both {src_lang!r}")
+        raise DataError(f"task.tgt_lang: source and target language are both {src_lang!r}")
     src_path = _split_path(corpus_dir, split, src_lang)
     tgt_path = _split_path(corpus_dir, split, tgt_lang)
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
-        raise ValueError(f"misaligned corpus: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}")
+        raise DataError(f"misaligned corpus: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}")
     return src, tgt
 
 
@@ -172,7 +181,7 @@ def token_batches(src_lengths: list[int], tgt_lengths: list[int], max_tokens: in
     for i in order:
         size = max(src_lengths[i], tgt_lengths[i])
         if size > max_tokens:
-            raise ValueError(f"sentence {i} has {size} tokens, more than max_tokens={max_tokens}")
+            raise DataError(f"task.max_tokens: sentence {i} has {size} tokens, more than max_tokens={max_tokens}")
         if current and (len(current) + 1) * max(longest, size) > max_tokens:
             batches.append(current)
             current, longest = [], 0

@@ -17,6 +17,7 @@ import yaml
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from sst.errors import UsageError
 from sst.config import build_config
 from sst.inference.loading import LoadedRun, load_run
 from sst.inference.lowrank import LayerRank, lowrank_model, prune_model
@@ -46,14 +47,14 @@ def prepare_for_export(
     store the truncated weights as plain nn.Linear (same function as the low-rank model).
     """
     if format not in EXPORT_FORMATS:
-        raise ValueError(f"export format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
+        raise UsageError(f"export format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
     if format == "hf" and not is_hf_model(run.model):
-        raise ValueError(
+        raise UsageError(
             f"--format hf needs a Hugging Face model (task.model 'hf:...'); "
             f"{run.checkpoint} holds a {type(run.model).__name__}: use --format dense"
         )
     if format in FACTORED_FORMATS and ratio is None and energy is None:
-        raise ValueError(f"--format {format} needs --ratio or --energy (which singular values to keep)")
+        raise UsageError(f"--format {format} needs --ratio or --energy (which singular values to keep)")
     require_mergeable(run.model, run.task.build_model, f"a {format} export")
     ranks = {}
     if ratio is not None or energy is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sst.errors import UsageError
 from sst.inference.loading import LoadedRun
 from sst.models.hf import lm_logits
 from sst.models.modes import eval_mode
@@ -18,7 +19,7 @@ def next_token(logits: torch.Tensor, top_k: int = 1, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> int:
     """Pick a token id from ``logits`` (V,): argmax when greedy, else a top-k sample."""
     if top_k < 0 or temperature < 0:
-        raise ValueError(f"top_k and temperature must be >= 0, got top_k={top_k}, temperature={temperature}")
+        raise UsageError(f"top_k and temperature must be >= 0, got top_k={top_k}, temperature={temperature}")
     if top_k == 1 or temperature == 0:
         return int(logits.argmax())
     logits = logits.float() / temperature
@@ -41,7 +42,7 @@ def generate_ids(
     (models with learned or bounded positions cannot see further back).
     """
     if not prompt_ids:
-        raise ValueError("the prompt is empty: give at least one token")
+        raise UsageError("the prompt is empty: give at least one token")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     ids = list(prompt_ids)
@@ -70,7 +71,7 @@ def generate_text(
 
     tokenizer = getattr(getattr(run.task, "data", None), "tokenizer", None)
     if tokenizer is None:
-        raise ValueError(f"task {run.config.task.name!r} has no tokenizer: generation needs a language-model run")
+        raise UsageError(f"task {run.config.task.name!r} has no tokenizer: generation needs a language-model run")
     eot = tokenizer.token_to_id(EOT)
     prompt_ids = tokenizer.encode(prompt).ids if prompt else []
     if not prompt_ids:

@@ -15,6 +15,7 @@ from torch import nn
 
 from sst.build import build_run
 from sst.config import ConfigError, RunConfig, build_config
+from sst.devices import resolve_device
 from sst.methods import TrainingMethod
 from sst.tasks import Task
 from sst.checkpoint import (
@@ -65,11 +66,12 @@ def read_run_config(checkpoint: Path) -> tuple[RunConfig, dict]:
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the model of a run (or checkpoint) directory and load its weights strictly."""
+    device = resolve_device(device, key="--device") if isinstance(device, str) else device
     checkpoint = resolve_checkpoint(path)
     config, _ = read_run_config(checkpoint)
     run_dir = checkpoint.parent
     with torch.random.fork_rng(devices=[]):  # rebuild as training did, leaving the caller's RNG alone
-        built = build_run(config, run_dir)
+        built = build_run(config, run_dir, training=False)
     load_weights(checkpoint, built.model)
     built.model.to(device).eval()
     return LoadedRun(config, built.task, built.model, built.method, checkpoint, run_dir)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from sst.errors import UsageError
 from sst.methods.surgery import ALL_LINEAR, DEFAULT_EXCLUDE, check_layer_rank, matches, replace_modules
 from sst.spectral.factored import FactoredLinear
 from sst.spectral.functional import compose, svd_factors
@@ -73,13 +74,13 @@ class LowRankLinear(FactoredLinear):
 
 def check_ratio(ratio: float) -> float:
     if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"prune ratio must be in [0, 1) (the share of singular values dropped), got {ratio}")
+        raise UsageError(f"prune ratio must be in [0, 1) (the share of singular values dropped), got {ratio}")
     return float(ratio)
 
 
 def check_energy(energy: float) -> float:
     if not 0.0 < energy <= 1.0:
-        raise ValueError(f"kept energy must be in (0, 1] (the share of sum S^2 kept), got {energy}")
+        raise UsageError(f"kept energy must be in (0, 1] (the share of sum S^2 kept), got {energy}")
     return float(energy)
 
 
@@ -105,7 +106,7 @@ def rank_for_energy(S: torch.Tensor, energy: float) -> int:
 def choose_rank(S: torch.Tensor, ratio: float | None = None, energy: float | None = None) -> int:
     """The kept rank for spectrum S (K,) under exactly one of ``ratio`` or ``energy``."""
     if (ratio is None) == (energy is None):
-        raise ValueError("give exactly one of ratio (share of singular values dropped) or energy (share of sum S^2 kept)")
+        raise UsageError("give exactly one of ratio (share of singular values dropped) or energy (share of sum S^2 kept)")
     return rank_for_ratio(S.numel(), ratio) if ratio is not None else rank_for_energy(S, energy)
 
 
@@ -188,7 +189,7 @@ def prune_model(
         check_energy(energy)
     layers = prunable_layers(model, target_modules, exclude_modules)
     if not layers:
-        raise ValueError(f"no layer of {type(model).__name__} matches targets {list(target_modules)} "
+        raise UsageError(f"no layer of {type(model).__name__} matches targets {list(target_modules)} "
                          f"minus {list(exclude_modules)}: nothing to prune")
     ranks: dict[str, LayerRank] = {}
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from sst.errors import UsageError
 from sst.inference.loading import LoadedRun
 from sst.inference.lowrank import check_ratio, layer_factors, prunable_layers, prune_model
 from sst.inference.merge import merge_model, require_mergeable
@@ -51,7 +52,7 @@ def prune_curve(
                             exclude_modules=cfg.exclude_modules, factors=factors)
         metrics = run.task.evaluate(model, split, max_batches)
         if metric not in metrics:
-            raise ValueError(f"metric {metric!r} is not among the task's metrics {sorted(metrics)}")
+            raise UsageError(f"metric {metric!r} is not among the task's metrics {sorted(metrics)}")
         kept = sum(r.rank for r in ranks.values())
         total = sum(r.full_rank for r in ranks.values())
         energy = sum(r.energy_kept for r in ranks.values()) / len(ranks)

@@ -13,12 +13,15 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from sst.errors import ConfigError
+
 ALL_LINEAR = "all-linear"
 DEFAULT_EXCLUDE = ["lm_head", "output_proj", "classifier", "embed_out", "project_in", "project_out"]
 
 
-class TargetError(ValueError):
-    """A target pattern matched nothing, matched a non-Linear module, or a rank does not fit."""
+class TargetError(ConfigError):
+    """A target pattern matched nothing, matched a non-Linear module, or a rank does not fit
+    (``method.target_modules``, ``method.exclude_modules``, ``method.rank``)."""
 
 
 def matches(name: str, pattern: str) -> bool:
@@ -33,7 +36,7 @@ def find_targets(
     if isinstance(targets, str):
         targets = [targets]
     if not targets:
-        raise TargetError("target_modules is empty: name at least one pattern or 'all-linear'")
+        raise TargetError("method.target_modules: empty: name at least one pattern or 'all-linear'")
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     selected: dict[str, nn.Linear] = {}
     used = {p: False for p in targets}
@@ -48,36 +51,36 @@ def find_targets(
             continue
         if not isinstance(module, nn.Linear):
             raise TargetError(
-                f"target pattern(s) {hits} match module {name!r} of type "
+                f"method.target_modules: pattern(s) {hits} match module {name!r} of type "
                 f"{type(module).__name__}, which is not an nn.Linear"
             )
         selected[name] = module
     missing = [p for p, hit in used.items() if p != ALL_LINEAR and not hit]
     if missing:
-        raise TargetError(f"target pattern(s) {missing} match no module of {type(model).__name__}")
+        raise TargetError(f"method.target_modules: pattern(s) {missing} match no module of {type(model).__name__}")
     if not selected:
-        raise TargetError(f"no nn.Linear layer of {type(model).__name__} is selected by {list(targets)}")
+        raise TargetError(f"method.target_modules: no nn.Linear layer of {type(model).__name__} is selected by {list(targets)}")
     return selected
 
 
 def check_rank(targets: dict[str, nn.Linear], rank: int) -> None:
     """Raise TargetError naming the first layer whose min(in, out) is below ``rank``."""
     if not isinstance(rank, int) or rank <= 0:
-        raise TargetError(f"rank must be a positive integer, got {rank!r}")
+        raise TargetError(f"method.rank: must be a positive integer, got {rank!r}")
     for name, layer in targets.items():
         k = min(layer.in_features, layer.out_features)
         if rank > k:
             raise TargetError(
-                f"rank {rank} is larger than layer {name!r} allows "
+                f"method.rank: rank {rank} is larger than layer {name!r} allows "
                 f"(shape {layer.out_features}x{layer.in_features}, min = {k})"
             )
 
 
 def check_layer_rank(in_features: int, out_features: int, rank: int) -> None:
-    """Raise ValueError unless ``rank`` is an integer in [1, min(in, out)] for one layer's shape."""
+    """Raise TargetError unless ``rank`` is an integer in [1, min(in, out)] for one layer's shape."""
     k = min(in_features, out_features)
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 < rank <= k:
-        raise ValueError(f"rank must be an integer in [1, {k}] for a {out_features}x{in_features} layer, got {rank!r}")
+        raise TargetError(f"rank must be an integer in [1, {k}] for a {out_features}x{in_features} layer, got {rank!r}")
 
 
 def replace_modules(

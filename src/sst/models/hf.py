@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sst.errors import ConfigError, DependencyError
+
 from sst.models.llama import LLAMA_PRESETS
 
 # OPT shapes of the public checkpoints (opt-350m projects 1024 <-> 512 at the embeddings and
@@ -30,8 +32,8 @@ def _transformers():
     try:
         import transformers
     except ImportError as err:
-        raise ImportError(
-            "Hugging Face models need the `transformers` package: "
+        raise DependencyError(
+            "task.model: Hugging Face models need the `transformers` package: "
             "pip install 'sparse-spectral-training[hf]'"
         ) from err
     return transformers
@@ -68,7 +70,7 @@ def build_hf_model(
         fields.update(overrides)
         fields.setdefault("word_embed_proj_dim", fields["hidden_size"])
         return tf.OPTForCausalLM(tf.OPTConfig(**fields))
-    raise ValueError(f"unknown Hugging Face model {name!r}; choose one of {sorted(HF_MODELS)}")
+    raise ConfigError(f"unknown Hugging Face model {name!r}; choose one of {sorted(HF_MODELS)}")
 
 
 def lm_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sst.errors import ConfigError
+
 from sst.hyperbolic import math as hm
 from sst.hyperbolic.layers import LorentzAggregation, LorentzLinear
 
@@ -43,9 +45,9 @@ class HyboNetGCN(nn.Module):
         super().__init__()
         hm.check_curvature(K)
         if n_layers < 1:
-            raise ValueError(f"HyboNetGCN: n_layers must be >= 1, got {n_layers}")
+            raise ConfigError(f"HyboNetGCN: n_layers must be >= 1, got {n_layers}")
         if fd_t <= 0:
-            raise ValueError(f"HyboNetGCN: Fermi-Dirac temperature fd_t must be > 0, got {fd_t}")
+            raise ConfigError(f"HyboNetGCN: Fermi-Dirac temperature fd_t must be > 0, got {fd_t}")
         self.K, self.fd_r, self.fd_t = K, fd_r, fd_t
         dims = [in_features] + [hidden] * n_layers
         self.layers = nn.ModuleList(

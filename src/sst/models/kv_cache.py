@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from sst.errors import ConfigError
+
 KVCache = dict[str, torch.Tensor]
 
 
@@ -75,7 +77,7 @@ class CachedAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int):
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+            raise ConfigError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_heads, self.d_head = n_heads, d_model // n_heads
 
     def forward(

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sst.errors import ConfigError
+
 
 @dataclass
 class LlamaConfig:
@@ -33,9 +35,9 @@ class LlamaConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"LlamaConfig.{name}: must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"LlamaConfig.{name}: must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
-            raise ValueError(
+            raise ConfigError(
                 f"LlamaConfig: d_model ({self.d_model}) must split into n_heads ({self.n_heads}) "
                 "heads of even size (rotary embeddings rotate channel pairs)"
             )
@@ -55,7 +57,7 @@ LLAMA_PRESETS: dict[str, dict[str, int]] = {
 def llama_config(preset: str, vocab_size: int, **overrides) -> LlamaConfig:
     """The ``LlamaConfig`` of a preset name with ``overrides`` (field=value) applied."""
     if preset not in LLAMA_PRESETS:
-        raise ValueError(f"unknown LLaMA preset {preset!r}; choose one of {sorted(LLAMA_PRESETS)}")
+        raise ConfigError(f"unknown LLaMA preset {preset!r}; choose one of {sorted(LLAMA_PRESETS)}")
     return replace(LlamaConfig(vocab_size=vocab_size, **LLAMA_PRESETS[preset]), **overrides)
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sst.errors import UsageError
 from sst.schema import ConfigError, check_range
 from sst.data.lm import LMData, check_sequences, load_lm_data, pack
 from sst.models.hf import HF_MODELS, OPT_PRESETS, build_hf_model, lm_logits
@@ -166,12 +167,16 @@ class LMTask(Task):
     def evaluate(
         self, model: nn.Module, split: str = "val", max_batches: int = 0
     ) -> dict[str, float]:
-        """{split_loss, split_ppl, split_tokens} over consecutive validation sequences.
+        """{val_loss, val_ppl, val_tokens} over consecutive validation sequences.
 
-        The corpus has no separate test split: "test" evaluates the validation split.
+        The corpus holds out only a validation split: asking for "test" (or anything else) is a
+        ``UsageError`` rather than a validation score labelled as a test score.
         """
-        if split not in ("val", "test"):
-            raise ValueError(f"unknown split {split!r}; the LM task has 'val' ('test' is its alias)")
+        if split != "val":
+            raise UsageError(
+                f"unknown split {split!r}: the lm task has only a 'val' split (its corpus holds out "
+                "no test documents); use --split val"
+            )
         c = self.config
         tokens = self.data.val
         n = check_sequences("val", len(tokens), c.seq_len)
@@ -207,6 +212,6 @@ class LMTask(Task):
             "val_documents": d.n_val_documents,
             "train_sequences": self.n_train_sequences,
             "seq_len": self.config.seq_len,
-            "test_split": "none (test = val)",
+            "test_split": "none",
             "tokenizer": str(d.tokenizer_path),
         }

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from sst.errors import UsageError
 from sst.schema import ConfigError, check_range
 from sst.data import translation as mt_data
 from sst.data.cache import default_cache_dir
@@ -171,6 +172,8 @@ class TranslationTask(Task):
     def evaluate(self, model: nn.Module, split: str = "val", max_batches: int = 0) -> dict[str, float]:
         """{split_loss (unsmoothed NLL per token), split_ppl, split_bleu}; ``max_batches`` limits
         the loss batches (a fixed random subset); BLEU uses ``bleu_max_sentences``."""
+        if split not in ("val", "test"):
+            raise UsageError(f"unknown split {split!r}: the translation task has 'val' and 'test'")
         data = self.data.splits[split]
         device = next(model.parameters()).device
         with eval_mode(model):

@@ -1,0 +1,199 @@
+"""Training memory, estimated before anything is allocated, by building the model on the meta device.
+
+bytes = parameters + gradients (of the trainable ones) + optimizer state (two AdamW moments per
+trainable element: an upper bound for GaLore's projected moments) + buffers + activations (the
+tensors autograd saves for backward in a meta forward of micro-batch 0, in float32: an upper
+bound under bf16 autocast). A model with more than ``PROBE_LAYERS`` layers (``task.n_layers``) is
+measured at 1 and 2 layers and extrapolated linearly, exact for a stack of identical layers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from sst.devices import available_memory
+from sst.errors import ConfigError, SSTError
+from sst.methods import MethodConfig, build_method
+from sst.tasks import Task, move_to
+
+PROBE_LAYERS = 16  # deeper models are measured at 1 and 2 layers (a million meta layers take minutes)
+ADAM_MOMENTS = 2
+SKIP_ENV = "SST_NO_MEMORY_CHECK"  # "1": train without this check (e.g. when the estimate is too cautious)
+_INIT_METHODS = {"normal_", "uniform_", "fill_", "zero_", "copy_", "exponential_", "random_",
+                 "bernoulli_", "cauchy_", "log_normal_", "geometric_", "erfinv_"}
+_BATCH_KEYS = ("batch_size", "seq_len", "max_tokens")
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes one training process needs; ``activations`` is None when they could not be measured."""
+
+    parameters: int
+    gradients: int
+    optimizer: int
+    buffers: int
+    activations: int | None = None
+
+    @property
+    def state(self) -> int:
+        """Parameters, gradients, optimizer state and buffers: what lives for the whole run."""
+        return self.parameters + self.gradients + self.optimizer + self.buffers
+
+    @property
+    def total(self) -> int:
+        return self.state + (self.activations or 0)
+
+
+class _ShapesOnly(TorchFunctionMode):
+    """Skip the initialisers of meta tensors (they change no shape and are the slowest part of a
+    meta build) and read any scalar of a meta tensor as 1 (e.g. a loss's unit count)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        if isinstance(first, torch.Tensor) and first.is_meta:
+            if name in _INIT_METHODS or getattr(func, "__module__", "") == "torch.nn.init":
+                return first
+            if name == "__float__" or (name == "item" and first.is_floating_point()):
+                return 1.0
+            if name in ("__int__", "__index__", "item"):
+                return 1
+        return func(*args, **kwargs)
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _meta_model(task: Task, method: MethodConfig) -> nn.Module | None:
+    # None: some constructor or surgery computes with values, which meta tensors do not have.
+    try:
+        with torch.device("meta"), _ShapesOnly():
+            return build_method(method).prepare_model(task.build_model())
+    except SSTError:  # the user's error (a target matching nothing, ...): the real build raises it too
+        raise
+    except Exception:  # a meta-only failure must never stop a run that would work: no check then
+        return None
+
+
+def _state(model: nn.Module) -> MemoryEstimate:
+    params = list(model.parameters())
+    trainable = _bytes(p for p in params if p.requires_grad)
+    return MemoryEstimate(_bytes(params), trainable, ADAM_MOMENTS * trainable, _bytes(model.buffers()))
+
+
+def _activation_bytes(task: Task, model: nn.Module, batch: Any) -> int | None:
+    """Bytes of the tensors saved for backward by ``task.loss`` on the meta batch; None if some
+    operation of the model has no meta kernel or branches on a value."""
+    saved: dict[int, torch.Tensor] = {}
+    own = {id(t) for t in (*model.parameters(), *model.buffers())}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.setdefault(id(t), t)  # a tensor saved by several operations is stored once
+        return t
+
+    try:
+        with _ShapesOnly(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            task.loss(model, move_to(batch, torch.device("meta")))
+    except Exception:  # e.g. autocast has no meta device type (the hyperbolic Transformer)
+        return None
+    return _bytes(t for k, t in saved.items() if k not in own and not (t.is_leaf and t.requires_grad))
+
+
+class _MetaRun:
+    """The meta model(s) of a task: the model itself, or probes at 1 and 2 layers for deep ones."""
+
+    def __init__(self, task: Task, method: MethodConfig):
+        self.n_layers = getattr(task.config, "n_layers", 0)
+        deep = isinstance(self.n_layers, int) and self.n_layers > PROBE_LAYERS
+        self.built: list[tuple[Task, nn.Module | None]] = []
+        for depth in (1, 2) if deep else (0,):
+            probe = copy.copy(task)  # shares the loaded data; only the depth may differ
+            if depth:
+                probe.config = dataclasses.replace(task.config, n_layers=depth)
+            self.built.append((probe, _meta_model(probe, method)))
+
+    @property
+    def ok(self) -> bool:
+        return all(model is not None for _, model in self.built)
+
+    def combine(self, values: list[int | None]) -> int | None:
+        """One value, or the values at 1 and 2 layers extended linearly to ``n_layers``."""
+        if any(v is None for v in values):
+            return None
+        return values[0] if len(values) == 1 else values[0] + (values[1] - values[0]) * (self.n_layers - 1)
+
+    def state(self) -> MemoryEstimate:
+        states = [_state(model) for _, model in self.built]
+        return MemoryEstimate(*(self.combine([getattr(s, f) for s in states])
+                                for f in ("parameters", "gradients", "optimizer", "buffers")))
+
+    def activations(self, batch: Any) -> int | None:
+        return self.combine([_activation_bytes(task, model, batch) for task, model in self.built])
+
+
+def estimate_training_memory(task: Task, method: MethodConfig, device: torch.device | None = None) -> MemoryEstimate | None:
+    """Training memory of ``task`` with ``method`` (None: the model cannot be built on meta).
+
+    The task's data is loaded and micro-batch 0 read on the CPU; the model exists only on the meta
+    device. With ``device``, a ``ConfigError`` is raised as soon as a part is known not to fit
+    (parameters and optimizer state first, so an absurd depth is refused before any forward).
+    """
+    with torch.random.fork_rng(devices=[]):  # leave the caller's seeded RNG exactly as it was
+        batch = task.train_batch(0)
+        meta = _MetaRun(task, method)
+        if not meta.ok:
+            return None
+        estimate = meta.state()
+        if device is not None:
+            check_fits(estimate, device, task.config)
+        estimate = dataclasses.replace(estimate, activations=meta.activations(batch))
+    if device is not None:
+        check_fits(estimate, device, task.config)
+    return estimate
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f}" if n >= 2**30 / 10 else f"{n / 2**30:.3f}"
+
+
+def check_fits(estimate: MemoryEstimate, device: torch.device, task_config: Any) -> None:
+    """ConfigError giving the estimate and the free memory when the run cannot fit on ``device``."""
+    free = available_memory(device)
+    if free is None:
+        return
+    available, source = free
+    where = f"{_gib(available)} GiB are available on {device} ({source}); set {SKIP_ENV}=1 to try anyway"
+    if estimate.state > available:
+        raise ConfigError(
+            f"task: the model would need ~{_gib(estimate.state)} GiB for parameters, gradients and "
+            f"optimizer state, but {where}"
+        )
+    if estimate.total > available:
+        keys = [f"task.{k}" for k in _BATCH_KEYS if hasattr(task_config, k)]
+        raise ConfigError(
+            f"{'/'.join(keys) or 'task'}: one micro-batch would need ~{_gib(estimate.activations)} GiB "
+            f"of activations on top of ~{_gib(estimate.state)} GiB for parameters, gradients and "
+            f"optimizer state, but {where}"
+        )
+
+
+def check_training_memory(task: Task, method: MethodConfig, device: torch.device) -> MemoryEstimate | None:
+    """Refuse (ConfigError) a run that cannot fit on ``device``; -> the estimate (None: none possible,
+    or the check is switched off by ``SST_NO_MEMORY_CHECK=1``)."""
+    if os.environ.get(SKIP_ENV, "") not in ("", "0"):
+        return None
+    return estimate_training_memory(task, method, device)
+
+
+__all__ = ["MemoryEstimate", "PROBE_LAYERS", "SKIP_ENV", "check_fits", "check_training_memory",
+           "estimate_training_memory"]
