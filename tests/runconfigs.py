@@ -1,4 +1,4 @@
-"""Run-config dicts for end-to-end tests (imported by test modules)."""
+"""Run-config dicts for end-to-end tests (imported by test modules), and a run's comparable log."""
 
 
 def tiny_lm_config(out_dir, method=None, **train):
@@ -12,3 +12,10 @@ def tiny_lm_config(out_dir, method=None, **train):
         "out_dir": str(out_dir),
         "seed": 0,
     }
+
+
+def timeless_records(run_dir):
+    """metrics.jsonl of a run without its timings: equal for an uninterrupted and a resumed run."""
+    from sst.train.logging import read_metrics
+
+    return [{k: v for k, v in r.items() if k != "units_per_second"} for r in read_metrics(run_dir)]

@@ -26,6 +26,8 @@ BAD = [
     ("tiny/lm", "train.eval_batches=-1", "train.eval_batches", ">= 0"),
     ("tiny/lm", "train.log_every=0", "train.log_every", ">= 1"),
     ("tiny/lm", "train.save_every=-1", "train.save_every", ">= 0"),
+    ("tiny/lm", "train.save_every_minutes=-1", "train.save_every_minutes", ">= 0"),
+    ("tiny/lm", "train.save_every_minutes=nan", "train.save_every_minutes", ">= 0"),
     ("tiny/lm", "train.patience=-2", "train.patience", ">= 0"),
     ("tiny/lm", "method.rank=0", "method.rank", ">= 1"),
     ("tiny/lm", "method.resample_every=0", "method.resample_every", ">= 1"),

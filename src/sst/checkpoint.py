@@ -43,14 +43,19 @@ KEEP = {LAST: 2}  # numbered folders kept per link name; 1 for any other name
 # Keys that may change between a checkpoint and its resumption without breaking exactness
 # of what was already trained (bookkeeping and the length of the run).
 RESUMABLE_CHANGES = {
-    "train.steps", "train.eval_every", "train.log_every", "train.save_every", "train.progress",
-    "train.patience", "train.tensorboard", "train.keep_best", "out_dir", "train.device",
+    "train.steps", "train.eval_every", "train.log_every", "train.save_every", "train.save_every_minutes",
+    "train.progress", "train.patience", "train.tensorboard", "train.keep_best", "out_dir", "train.device",
 }
+# Keys that change how training goes on from the checkpoint: allowed on resume so that a diverged
+# run can continue from its last finite checkpoint with a lower lr or a longer warm-up; each such
+# change is returned by check_same_run for the run to record.
+RECORDED_CHANGES = {"train.lr", "train.warmup_steps", "train.warmup_ratio"}
 
 __all__ = [
-    "BEST", "CONFIG_FILE", "LAST", "MODEL_FILE", "STATE_FILE", "CheckpointError", "check_same_run",
+    "BEST", "CONFIG_FILE", "LAST", "MODEL_FILE", "RECORDED_CHANGES", "RESUMABLE_CHANGES", "STATE_FILE",
+    "CheckpointError", "check_same_run",
     "clean_stale", "config_differences", "find_checkpoint", "is_complete", "load_checkpoint",
-    "load_config_file", "load_weights", "save_checkpoint",
+    "load_config_file", "load_weights", "roll_back", "save_checkpoint",
 ]
 
 
@@ -218,6 +223,27 @@ def find_checkpoint(path: str | Path) -> Path | None:
     return old if is_complete(old) else None
 
 
+def roll_back(path: str | Path) -> Path | None:
+    """Remove the newest checkpoint behind link ``path`` and point ``path`` at the one before it
+    (for a checkpoint known to be unusable); returns ``path``, or None if no checkpoint is left."""
+    path = Path(path)
+    current = find_checkpoint(path)
+    if current is None:
+        return None
+    current = current.resolve()
+    folders = numbered_folders(path)
+    index = next((n for n, f in folders if f.resolve() == current), None)
+    older = [f for n, f in folders if index is not None and n < index and is_complete(f)]
+    if older:
+        _point(path, older[-1])
+    elif path.is_symlink():
+        path.unlink()
+        fsync_dir(path.parent)
+    if index is not None:
+        _trash(current, path)
+    return path if older else None
+
+
 def clean_stale(path: str | Path, keep: Path) -> list[str]:
     """Remove what interrupted saves left beside link ``path`` (temporary folders and links, trash,
     incomplete folders, folders newer than ``keep``, the checkpoint a run resumes from); returns
@@ -304,11 +330,21 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
     return diffs
 
 
-def check_same_run(saved: dict, current: dict, where: Path) -> None:
-    """Raise CheckpointError if the checkpoint's config differs in anything that matters."""
-    diffs = [d for d in config_differences(saved, current) if d not in RESUMABLE_CHANGES]
+def _lookup(config: dict, dotted: str) -> Any:
+    for key in dotted.split("."):
+        config = config.get(key) if isinstance(config, dict) else None
+    return config
+
+
+def check_same_run(saved: dict, current: dict, where: Path) -> list[tuple[str, Any, Any]]:
+    """Raise CheckpointError if the checkpoint's config differs in anything that matters;
+    return the RECORDED_CHANGES that differ, as (dotted key, saved value, current value)."""
+    changed = config_differences(saved, current)
+    diffs = [d for d in changed if d not in RESUMABLE_CHANGES | RECORDED_CHANGES]
     if diffs:
         raise CheckpointError(
             f"checkpoint {where} was written by another configuration: {diffs} differ; "
-            "use a new out_dir, or resume with the same config"
+            f"use a new out_dir, or resume with the same config (only {sorted(RECORDED_CHANGES)} "
+            "and bookkeeping keys may change)"
         )
+    return [(key, _lookup(saved, key), _lookup(current, key)) for key in changed if key in RECORDED_CHANGES]

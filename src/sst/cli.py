@@ -27,11 +27,21 @@ def _split(text: str | None, cast=str) -> list | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from sst.train.interrupt import TrainingInterrupted
+    from sst.train.logging import one_line_warnings
     from sst.train.loop import train
 
     overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
     config = load_config(args.config, overrides)
-    results = train(config, resume=args.resume)
+    try:
+        with one_line_warnings():
+            results = train(config, resume=args.resume)
+    except TrainingInterrupted as stop:  # a checkpoint was written
+        print(f"sst: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print("sst: aborted; resume from the last checkpoint, if any, with --resume", file=sys.stderr)
+        return 130
     summary = {k: v for k, v in results.items() if not isinstance(v, (list, dict))}
     print(json.dumps(summary, indent=2))
     return 0

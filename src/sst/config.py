@@ -42,7 +42,8 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     eval_batches: int = 0  # batches per periodic evaluation, 0 = all; the final one always uses all
     log_every: int = 10
-    save_every: int = 0  # 0: save only at the end
+    save_every: int = 0  # 0: save only at the end (and by time, below)
+    save_every_minutes: float = 10.0  # also save when this much time has passed since the last save; 0 = off
     keep_best: bool = True  # also keep best.pt by the task's selection metric
     patience: int = 0  # early stopping after this many evaluations without improvement; 0 = off
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
@@ -57,6 +58,7 @@ class TrainConfig:
         for key in ("warmup_steps", "eval_every", "eval_batches", "save_every", "patience"):
             check_range(f"train.{key}", getattr(self, key), low=0)
         check_range("train.lr", self.lr, low=0, low_inclusive=False)
+        check_range("train.save_every_minutes", self.save_every_minutes, low=0, note="0 disables it")
         check_range("train.adam_eps", self.adam_eps, low=0, low_inclusive=False)
         check_range("train.weight_decay", self.weight_decay, low=0)
         check_range("train.grad_clip", self.grad_clip, low=0, note="0 disables clipping")

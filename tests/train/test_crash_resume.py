@@ -43,14 +43,24 @@ def reference(tmp_path_factory):
 
 def test_a_crash_at_any_file_operation_of_a_save_resumes_exactly(tmp_path, monkeypatch, reference):
     ref_dir, ref_results = reference
-    # The second save of last/ (step 4) comes after best/ (step 3); count its operations first.
-    count = instrument(monkeypatch, 0, crash)
-    train(_config(tmp_path / "probe", steps=2))
-    per_save = count["n"] // 2  # steps=2: one save of last/ and one of best/, alike in their ops
+    # The second save of last/ (step 4) comes after best/ (step 3): find the file operations it
+    # spans among all those of the run (config, metrics and results files are written atomically too).
+    import sst.train.loop as loop
+
+    count, spans, real = instrument(monkeypatch, 0, crash), [], loop.save_checkpoint
+
+    def save(*args, **kwargs):
+        start = count["n"]
+        folder = real(*args, **kwargs)
+        spans.append((start, count["n"]))
+        return folder
+
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    train(_config(tmp_path / "probe"))
     monkeypatch.undo()
-    assert per_save >= 10
-    first = 3 * per_save  # past last/ at step 2, best/ at step 3 ... into last/ at step 4
-    for at in range(first - per_save + 1, first + 1):
+    first, last = spans[2]  # last/ at step 2, best/ at step 3, last/ at step 4
+    assert last - first >= 10
+    for at in range(first + 1, last + 1):
         out = tmp_path / f"crash{at}"
         instrument(monkeypatch, at, crash)
         with pytest.raises(Crash):

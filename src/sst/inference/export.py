@@ -24,7 +24,7 @@ from sst.inference.lowrank import LayerRank, lowrank_model, prune_model
 from sst.inference.merge import merge_model, require_mergeable
 from sst.inference.pifa import pifa_from_lowrank, pifa_model
 from sst.tasks import build_task
-from sst.checkpoint import CheckpointError
+from sst.checkpoint import BEST, LAST, STATE_FILE, CheckpointError, find_checkpoint
 
 ExportFormat = Literal["dense", "lowrank", "hf", "pifa"]
 EXPORT_FORMATS = ("dense", "lowrank", "hf", "pifa")
@@ -91,6 +91,19 @@ def _save_hf(run: LoadedRun, out: Path) -> None:
         PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOT, bos_token=EOT).save_pretrained(str(out))
 
 
+def refuse_checkpoint_folder(out: Path) -> None:
+    """Raise CheckpointError if ``out`` is (or lies inside) a checkpoint folder or is a run folder:
+    an export there would overwrite the files that training, --resume and inference read."""
+    out = out.resolve()
+    for folder in (out, *out.parents):
+        if (folder / MODEL_FILE).is_file() and (folder / STATE_FILE).is_file():
+            raise CheckpointError(f"--out {out}: {folder} is a checkpoint folder; exporting into it would "
+                                  "overwrite its files: choose another output folder")
+    if (out / CONFIG_FILE).is_file() and any(find_checkpoint(out / name) for name in (LAST, BEST)):
+        raise CheckpointError(f"--out {out} is a training run folder; exporting into it would overwrite its "
+                              "files: choose another output folder (a new subfolder of it is fine)")
+
+
 def export_run(
     checkpoint: str | Path, out_dir: str | Path, format: ExportFormat = "dense",
     ratio: float | None = None, energy: float | None = None,
@@ -99,8 +112,9 @@ def export_run(
 
     Writes model.safetensors (dense/lowrank/pifa) or the HF files (hf), plus config.yaml (the run
     config), export.json (what was done) and, for lowrank and pifa, lowrank.json or pifa.json
-    (per-layer ranks).
+    (per-layer ranks). Refuses (CheckpointError) an ``out_dir`` that holds a run or a checkpoint.
     """
+    refuse_checkpoint_folder(Path(out_dir))
     run = load_run(checkpoint)
     ranks = prepare_for_export(run, format, ratio, energy)
     out = Path(out_dir)

@@ -2,8 +2,9 @@
 
 lr(step) = peak * schedule(step) * method.lr_multiplier(step); each optimizer step takes
 ``grad_accum`` micro-batches (index = (step * accum + micro) * world + rank); the method acts after
-every optimizer step. Checkpoints at save points resume exactly; a non-finite loss stops the run.
-``train`` reads as its phases: resolve the resume, open the run, fit, finish.
+every optimizer step. Checkpoints (by steps, by time, at the end, on SIGINT/SIGTERM) resume exactly;
+a non-finite loss stops the run. ``train`` reads as its phases: lock the run directory, resolve the
+resume, open the run, fit, finish.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,10 +22,12 @@ import torch
 import yaml
 from torch import nn
 
-from sst.build import BuiltRun, build_run
+from sst.build import BuiltRun, build_run, check_output_dir
+from sst.atomic import atomic_write_text
 from sst.checkpoint import (
     BEST,
     LAST,
+    STATE_FILE,
     CheckpointError,
     check_same_run,
     clean_stale,
@@ -31,6 +35,7 @@ from sst.checkpoint import (
     load_checkpoint,
     load_config_file,
     load_weights,
+    roll_back,
     save_checkpoint,
 )
 from sst.config import RunConfig, to_dict
@@ -38,14 +43,50 @@ from sst.errors import NonFiniteError
 from sst.optim.schedules import lr_factor
 from sst.tasks import move_to
 from sst.train import distributed
-from sst.train.logging import MetricsLogger
+from sst.train.interrupt import StopSignals, TrainingInterrupted
+from sst.train.logging import MetricsLogger, warn
 from sst.train.memory import count_parameters, memory_report, peak_memory_bytes, reset_peak
+from sst.train.run_lock import hold_run_dir
 
 RESULTS = "results.json"
+CONFIG_HISTORY = "config_history.jsonl"  # one line per change on resume: step, key, old, new
 
 
 class NonFiniteLossError(NonFiniteError):
     """Training diverged: the loss, the gradients or the method's tensors became NaN or infinite."""
+
+
+@dataclass
+class StepResult:
+    """One optimizer step: summed loss x units over its micro-batches, units, lr, method events."""
+
+    loss_sum: float
+    units: float
+    lr: float
+    grad_norm: float  # before clipping
+    events: dict
+    seconds: float = 0.0  # time the step took
+
+
+@dataclass
+class LossWindow:
+    """Training loss and throughput summed over the steps since the last log record."""
+
+    loss: float = 0.0  # sum of loss x units
+    units: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, result: StepResult) -> None:
+        self.loss += result.loss_sum
+        self.units += result.units
+        self.seconds += result.seconds
+
+    def record(self, result: StepResult, world_size: int) -> dict:
+        """The train record of the window ending with ``result``; empties the window."""
+        record = {"loss": self.loss / max(self.units, 1), "lr": result.lr, "grad_norm": result.grad_norm,
+                  "units_per_second": self.units * world_size / max(self.seconds, 1e-9), **result.events}
+        self.loss = self.units = self.seconds = 0.0
+        return record
 
 
 @dataclass
@@ -59,20 +100,17 @@ class LoopState:
     best_step: int = 0
     bad_evals: int = 0
     history: list = field(default_factory=list)  # (step, train_loss) pairs for reports
+    window: LossWindow = field(default_factory=LossWindow)  # the train record being summed
+    eval_pending: bool = False  # the evaluation of ``step`` is still to come (saved before it)
+    log_records: int | None = None  # metrics records written before this state was saved
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "window": asdict(self.window)}
 
-
-@dataclass
-class StepResult:
-    """One optimizer step: summed loss x units over its micro-batches, units, lr, method events."""
-
-    loss_sum: float
-    units: float
-    lr: float
-    grad_norm: float  # before clipping
-    events: dict
+    @classmethod
+    def from_dict(cls, saved: dict) -> LoopState:
+        """Also reads older checkpoints (no window, saved after the step's evaluation, log by step)."""
+        return cls(**{**saved, "window": LossWindow(**saved.get("window", {}))})
 
 
 @dataclass
@@ -91,6 +129,8 @@ class Run:
     warmup: int
     param_counts: tuple[int, int]  # (trainable, total) as the run starts
     state: LoopState = field(default_factory=LoopState)
+    saved: tuple[int, bool] | None = None  # (step, eval_pending) of the newest checkpoint in last/
+    saved_at: float = field(default_factory=time.monotonic)  # when it was written (or the run opened)
 
     @property
     def model(self) -> nn.Module:
@@ -125,20 +165,45 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 # -- phase 1: resolve the resume ---------------------------------------------------------------
 
 
-def resolve_resume(config: RunConfig, resume: bool | str) -> tuple[Path | None, dict | None]:
-    """(checkpoint to resume from or None, results of an already finished run or None).
+@dataclass
+class Resume:
+    """Where a run starts: its checkpoint (None: fresh), the results if it is already finished,
+    and the recorded config changes (dotted key, saved value, new value) it resumes with."""
 
-    ``resume``: False starts fresh (refusing to overwrite an existing checkpoint), True continues
-    from ``out_dir``/last, "auto" does whichever applies (and returns finished results as they are).
+    checkpoint: Path | None = None
+    finished: dict | None = None
+    changes: list = field(default_factory=list)
+
+
+def _saved_loop(checkpoint: Path) -> dict:
+    """The loop state of ``checkpoint`` without reading its tensors (memory-mapped)."""
+    try:
+        return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)["loop"]
+    except Exception as err:  # truncated pickles raise several different error types
+        raise CheckpointError(f"{checkpoint / STATE_FILE}: cannot be read ({type(err).__name__}: {err})") from err
+
+
+def _finished_results(config: RunConfig, checkpoint: Path) -> dict | None:
+    """results.json if it was written after ``checkpoint`` ended the run (its last step, or an
+    early stop); None when the run goes on (never finished, or resumed with more steps)."""
+    try:
+        results = json.loads((Path(config.out_dir) / RESULTS).read_text())
+    except (OSError, ValueError):
+        return None
+    loop, tc = _saved_loop(checkpoint), config.train
+    stopped = bool(tc.patience) and loop.get("bad_evals", 0) >= tc.patience
+    ended = loop["step"] >= tc.steps or stopped
+    return results if isinstance(results, dict) and results.get("steps") == loop["step"] and ended else None
+
+
+def resolve_resume(config: RunConfig, resume: bool | str) -> Resume:
+    """Where the run starts. ``resume``: False starts fresh (refusing to overwrite an existing
+    checkpoint), True continues from ``out_dir``/last, "auto" does whichever applies. A finished
+    run (results.json written after its final checkpoint) is returned as it is.
     """
     run_dir = Path(config.out_dir)
-    resolved = to_dict(config)
     existing = find_checkpoint(run_dir / LAST)
     if resume == "auto":
-        done = run_dir / RESULTS
-        if done.is_file() and existing is not None:
-            check_same_run(load_config_file(existing), resolved, existing)
-            return existing, json.loads(done.read_text())
         resume = existing is not None
     if resume and existing is None:
         raise CheckpointError(f"--resume: no checkpoint in {run_dir / LAST}")
@@ -146,10 +211,13 @@ def resolve_resume(config: RunConfig, resume: bool | str) -> tuple[Path | None, 
         raise CheckpointError(
             f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another out_dir"
         )
-    if resume:
-        check_same_run(load_config_file(existing), resolved, existing)
+    if not resume:
+        return Resume()
+    changes = check_same_run(load_config_file(existing), to_dict(config), existing)
+    finished = _finished_results(config, existing)
+    if finished is None:
         clean_stale(run_dir / LAST, existing)
-    return (existing if resume else None), None
+    return Resume(existing, finished, changes)
 
 
 # -- phase 2: open the run ---------------------------------------------------------------------
@@ -161,7 +229,8 @@ def open_run(
 ) -> Run:
     """Build (or take) task, model and method, the optimizer and logger; load ``checkpoint`` if given.
 
-    A fresh run writes its config.yaml; ``built`` lets a benchmark bring its own model and task.
+    The run's config.yaml is (re)written with the current values (a resume may change some);
+    ``built`` lets a benchmark bring its own model and task.
     """
     tc = config.train
     run_dir = Path(config.out_dir)
@@ -175,17 +244,35 @@ def open_run(
         saved = load_checkpoint(checkpoint, built.model, map_location=dist.device)
         optimizer.load_state_dict(saved["optimizer"])
         built.method.load_state_dict(saved["method"])
-        state = LoopState(**saved["loop"])
+        state = LoopState.from_dict(saved["loop"])
         _set_rng_state(saved["rng"], dist.device)
-        logger.truncate_after(state.step)
-    elif dist.is_main:
+        logger.resume(state.step, state.log_records)
+    else:
+        logger.start()
+    if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        for stale in ([] if checkpoint else [RESULTS, CONFIG_HISTORY]):  # an earlier attempt's, no checkpoint
+            (run_dir / stale).unlink(missing_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     wrapped = distributed.wrap(built.model, dist)
     runner = torch.compile(wrapped) if tc.compile else wrapped
     warmup = tc.warmup_steps or int(round(tc.warmup_ratio * tc.steps))
     counts = count_parameters(built.model)
-    return Run(config, run_dir, resolved, dist, built, optimizer, logger, wrapped, runner, warmup, counts, state)
+    run = Run(config, run_dir, resolved, dist, built, optimizer, logger, wrapped, runner, warmup, counts, state)
+    if checkpoint is not None:
+        run.saved = (state.step, state.eval_pending)
+    return run
+
+
+def record_changes(run: Run, changes: list[tuple[str, Any, Any]]) -> None:
+    """Warn about each config change a resume brings and append it to config_history.jsonl."""
+    lines = []
+    for key, old, new in changes:
+        warn(f"{key} changed on resume at step {run.state.step}: {old} -> {new} (recorded in {CONFIG_HISTORY})")
+        lines.append(json.dumps({"step": run.state.step, "key": key, "old": old, "new": new}) + "\n")
+    if lines and run.dist.is_main:
+        history = run.dir / CONFIG_HISTORY
+        atomic_write_text(history, (history.read_text() if history.is_file() else "") + "".join(lines))
 
 
 # -- phase 3: fit ------------------------------------------------------------------------------
@@ -225,7 +312,9 @@ def train_step(run: Run, batch_for: Callable[[int], Any] | None = None) -> StepR
         optimizer.zero_grad(set_to_none=True)
         what = (f"training loss became {step_loss / max(units, 1):.4g}" if not math.isfinite(step_loss)
                 else f"gradient norm became {norm:.4g}")
-        raise diverged(run, f"{what} at step {state.step + 1}", lr)
+        # A checkpoint of these very weights would give the same loss and gradients on resume, at any lr.
+        unusable = run.saved is not None and run.saved[0] == state.step
+        raise diverged(run, f"{what} at step {state.step + 1}", lr, drop_newest=unusable)
     if tc.grad_clip > 0:
         nn.utils.clip_grads_with_norm_(params, tc.grad_clip, grad_norm)
     optimizer.step()
@@ -235,18 +324,30 @@ def train_step(run: Run, batch_for: Callable[[int], Any] | None = None) -> StepR
         events = method.after_step(run.model, optimizer, state.step)
     except NonFiniteError as err:  # the method found NaN/inf before its structural work
         raise diverged(run, f"training diverged at step {state.step}: {err}", lr) from err
-    state.train_seconds += time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    state.train_seconds += seconds
     state.units += units
-    return StepResult(step_loss, units, lr, norm, events)
+    return StepResult(step_loss, units, lr, norm, events, seconds)
 
 
-def diverged(run: Run, what: str, lr: float) -> NonFiniteLossError:
-    """The error that stops a diverging run, naming the checkpoint that survives it."""
-    kept = find_checkpoint(run.dir / LAST)
+def diverged(run: Run, what: str, lr: float, drop_newest: bool = False) -> NonFiniteLossError:
+    """The error that stops a diverging run, naming the checkpoint (and its step) that survives it.
+
+    ``drop_newest``: the newest checkpoint holds the weights that diverged; rank 0 removes it and
+    falls back to the one before it.
+    """
+    kept, step, note = find_checkpoint(run.dir / LAST), run.saved[0] if run.saved else None, ""
+    if drop_newest and run.dist.is_main and kept is not None:
+        note = f"the checkpoint of step {step} gives the same on resume and was removed; "
+        kept = roll_back(run.dir / LAST)
+        step = _saved_loop(kept)["step"] if kept is not None else None
     return NonFiniteLossError(
-        f"{what} (method {run.config.method.name}, lr {lr:.3g}); "
-        + (f"the last good checkpoint {kept} is kept" if kept else "no checkpoint was written")
-        + ". Lower train.lr or raise train.warmup_steps."
+        f"{what} (method {run.config.method.name}, lr {lr:.3g}); {note}"
+        + (f"the last good checkpoint {kept}" + (f" (step {step})" if step is not None else "")
+           + " is kept: resume it with --resume and a lower train.lr or a longer warm-up (train.warmup_steps)"
+           if kept else "no usable checkpoint remains. Start again with a lower train.lr or a longer "
+           "warm-up (train.warmup_steps)")
+        + "."
     )
 
 
@@ -265,17 +366,20 @@ def save_last(run: Run) -> None:
                                 run.dist):
         raise diverged(run, f"parameters or optimizer state are not finite at step {run.state.step}",
                        run.optimizer.param_groups[0]["lr"])
+    run.state.log_records = run.logger.records
     if run.dist.is_main:
         state = {"optimizer": run.optimizer.state_dict(), "method": run.built.method.state_dict(),
                  "loop": run.state.as_dict(), "rng": _rng_state(run.dist.device)}
         save_checkpoint(run.dir / LAST, run.model, state, run.resolved)
     distributed.barrier(run.dist)
+    run.saved, run.saved_at = (run.state.step, run.state.eval_pending), time.monotonic()
 
 
 def evaluate(run: Run) -> dict[str, float]:
     """Validation metrics; tracks the best (saving ``best/``) and the evaluations without progress."""
     tc, state, task = run.config.train, run.state, run.built.task
     metrics = task.evaluate(run.model, "val", tc.eval_batches)
+    state.eval_pending = False
     metric = metrics[task.selection_metric]
     if _improved(metric, state.best_metric, task.higher_is_better):
         state.best_metric, state.best_step, state.bad_evals = metric, state.step, 0
@@ -287,26 +391,45 @@ def evaluate(run: Run) -> dict[str, float]:
     return metrics
 
 
-class _LossWindow:
-    """Training loss and throughput averaged over the steps since the last log record."""
-
-    def __init__(self):
-        self.loss, self.units, self.start = 0.0, 0.0, time.perf_counter()
-
-    def add(self, result: StepResult) -> None:
-        self.loss += result.loss_sum
-        self.units += result.units
-
-    def record(self, result: StepResult, world_size: int) -> dict:
-        elapsed = time.perf_counter() - self.start
-        record = {"loss": self.loss / max(self.units, 1), "lr": result.lr, "grad_norm": result.grad_norm,
-                  "units_per_second": self.units * world_size / max(elapsed, 1e-9), **result.events}
-        self.__init__()
-        return record
+def _stopped_early(run: Run) -> bool:
+    return bool(run.config.train.patience) and run.state.bad_evals >= run.config.train.patience
 
 
-def fit(run: Run) -> None:
-    """Step until ``train.steps`` (or early stopping), logging, evaluating and saving on schedule."""
+def _save_due(run: Run) -> bool:
+    """A checkpoint is due: by steps, at the last step, or by time (every rank agrees)."""
+    tc, step = run.config.train, run.state.step
+    timed = tc.save_every_minutes > 0 and not distributed.all_true(
+        time.monotonic() - run.saved_at < tc.save_every_minutes * 60, run.dist)
+    return bool(tc.save_every and step % tc.save_every == 0) or step == tc.steps or timed
+
+
+def _save_if_changed(run: Run) -> None:
+    if run.saved != (run.state.step, run.state.eval_pending):
+        save_last(run)
+
+
+def _log_step(run: Run, result: StepResult, progress) -> None:
+    """Add the step to the loss window; every ``log_every`` steps (and at the end) log the window."""
+    tc, state = run.config.train, run.state
+    state.window.add(result)
+    if state.step % tc.log_every == 0 or state.step == tc.steps:
+        record = state.window.record(result, run.dist.world_size)
+        run.logger.log(state.step, "train", record)
+        state.history.append((state.step, record["loss"]))
+        if progress is not None:
+            progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{result.lr:.2e}",
+                                 tok_s=f"{record['units_per_second']:.0f}")
+    if progress is not None:
+        progress.update(1)
+
+
+def fit(run: Run, stop: StopSignals | None = None) -> None:
+    """Step until ``train.steps`` (or early stopping), logging, evaluating and saving on schedule.
+
+    A step's checkpoint is written before its evaluation (which a resumed run then repeats), so
+    a failing evaluation loses no training. A signal in ``stop`` ends the run after the current
+    step with a checkpoint and ``TrainingInterrupted``.
+    """
     tc, state = run.config.train, run.state
     progress = None
     if tc.progress and run.dist.is_main:
@@ -314,29 +437,25 @@ def fit(run: Run) -> None:
 
         progress = tqdm(total=tc.steps, initial=state.step, desc=run.config.method.name, dynamic_ncols=True)
     reset_peak(run.dist.device)
-    window = _LossWindow()
-    while state.step < tc.steps:
-        result = train_step(run)
-        window.add(result)
-        if state.step % tc.log_every == 0 or state.step == tc.steps:
-            record = window.record(result, run.dist.world_size)
-            run.logger.log(state.step, "train", record)
-            state.history.append((state.step, record["loss"]))
-            if progress is not None:
-                progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{result.lr:.2e}",
-                                     tok_s=f"{record['units_per_second']:.0f}")
+    try:
+        while True:
+            if state.eval_pending:  # this step's, or that of the checkpoint the run resumed from
+                evaluate(run)
+            if _stopped_early(run):
+                _save_if_changed(run)  # the checkpoint records the stop
+                break
+            if stop is not None and not distributed.all_true(stop.signum is None, run.dist):
+                _save_if_changed(run)
+                raise TrainingInterrupted(state.step, run.dir / LAST, stop.signum or signal.SIGTERM)
+            if state.step >= tc.steps:
+                break
+            _log_step(run, train_step(run), progress)
+            state.eval_pending = bool(tc.eval_every and state.step % tc.eval_every == 0) or state.step == tc.steps
+            if _save_due(run):
+                save_last(run)
+    finally:
         if progress is not None:
-            progress.update(1)
-        stop = False
-        if (tc.eval_every and state.step % tc.eval_every == 0) or state.step == tc.steps:
-            evaluate(run)
-            stop = bool(tc.patience) and state.bad_evals >= tc.patience
-        if (tc.save_every and state.step % tc.save_every == 0) or state.step == tc.steps or stop:
-            save_last(run)
-        if stop:
-            break
-    if progress is not None:
-        progress.close()
+            progress.close()
 
 
 # -- phase 4: finish ---------------------------------------------------------------------------
@@ -377,7 +496,7 @@ def finish(run: Run) -> dict[str, Any]:
     results.update(method.report())
     if run.dist.is_main:
         run.logger.log(state.step, "final", dict(final))
-        (run.dir / RESULTS).write_text(json.dumps(results, indent=2))
+        atomic_write_text(run.dir / RESULTS, json.dumps(results, indent=2))
     run.logger.close()
     return results
 
@@ -386,12 +505,20 @@ def train(config: RunConfig, resume: bool | str = False) -> dict[str, Any]:
     """Train one run; returns (and writes to ``out_dir``/results.json) its metrics.
 
     ``resume``: False starts fresh (refusing to overwrite an existing checkpoint), True continues
-    from ``out_dir``/last, "auto" does whichever applies (and returns finished results as they are).
+    from ``out_dir``/last, "auto" does whichever applies. A finished run is returned as it is.
+    The run directory is locked meanwhile; SIGINT/SIGTERM while fitting save a checkpoint and
+    raise ``TrainingInterrupted``.
     """
     dist = distributed.setup(config.train.device)
-    checkpoint, finished = resolve_resume(config, resume)
-    if finished is not None:
-        return finished
-    run = open_run(config, dist, checkpoint)
-    fit(run)
-    return finish(run)
+    check_output_dir(Path(config.out_dir))  # before the lock creates the folder
+    with hold_run_dir(config.out_dir, dist):
+        start = resolve_resume(config, resume)
+        if start.finished is not None:
+            if resume is True:  # "auto" means: whichever applies
+                warn(f"{config.out_dir} is finished (step {start.finished['steps']}, {RESULTS}); nothing changed")
+            return start.finished
+        run = open_run(config, dist, start.checkpoint)
+        record_changes(run, start.changes)
+        with StopSignals() as stop:
+            fit(run, stop)
+        return finish(run)
