@@ -1,12 +1,17 @@
 """Hyperbolic GCN benchmark: full-rank, LoRA, ReLoRA*, GaLore and SST on HyboNet node classification
-and link prediction, same rank, data and step budget, several seeds.
+and link prediction, each method tuned over a learning-rate grid on validation, several seeds and ranks.
 
-Each dataset is one ``sst.train.compare.run_comparison`` (its runs land in --runs-dir/<task>/<dataset>);
-the tables go to benchmarks/results/graph_<task>.{json,md}. Gap reduction per dataset =
-(best of LoRA/ReLoRA* - SST) / (best of LoRA/ReLoRA* - full) on the test metric (F1 or ROC-AUC).
+For every dataset, rank r and method: train the first --tune-seeds seeds at every lr of --lrs, pick the
+lr with the best mean validation score, train the other seeds at that lr only, report the test metric
+(mean ± std over all seeds). Full-rank does not depend on r: it is trained once and shared. Gap
+reduction = (best of LoRA/ReLoRA* - SST) / (best of LoRA/ReLoRA* - full) on the test means.
+--long is HyboNet's budget: constant lr, validation every 10 epochs, stop after 200 epochs without
+improvement, at most 3000. Runs go to --runs-dir (finished ones are reused); tables to
+benchmarks/results/graph_<task>[_<tag>].{json,md}.
 
-    python benchmarks/graph_compare.py                          # both tasks, every dataset, 3 seeds
-    python benchmarks/graph_compare.py --task node_classification --datasets cora train.steps=200
+    python benchmarks/graph_compare.py --long --tag tuned                   # everything: slow
+    python benchmarks/graph_compare.py --task link_prediction --datasets cora,disease_lp --long \\
+        --ranks 2 --seeds 0,1,2 --tune-seeds 1 --tag tuned
 """
 
 from __future__ import annotations
@@ -24,155 +29,255 @@ from pathlib import Path
 import torch
 
 from sst.config import load_config, to_dict
-from sst.train.compare import DEFAULT_METHODS, gap_reduction, method_config, run_comparison
+from sst.registry import METHODS, TASKS
+from sst.train.compare import DEFAULT_METHODS, gap_reduction, method_config
+from sst.train.loop import NonFiniteLossError, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # task -> dataset -> preset (src/sst/configs/<preset>.yaml)
 PRESETS = {
     "node_classification": {
-        "cora": "graph-cora-nc", "airport": "graph-airport-nc", "disease_tree": "graph-disease-tree-nc",
+        "cora": "graph-cora-nc", "citeseer": "graph-citeseer-nc", "airport": "graph-airport-nc",
+        "disease_tree": "graph-disease-tree-nc",
     },
     "link_prediction": {
-        "disease_lp": "graph-disease-lp", "cora": "graph-cora-lp", "airport": "graph-airport-lp",
+        "disease_lp": "graph-disease-lp", "cora": "graph-cora-lp", "citeseer": "graph-citeseer-lp",
+        "airport": "graph-airport-lp",
     },
 }
-RUN_KEYS = ("method", "seed", "steps", "best_step", "train_seconds", "svd_seconds", "trainable_params",
-            "total_params", "optimizer_state_bytes")
+PAPER_GAP_REDUCTION = {"node_classification": 0.737, "link_prediction": 0.825}
+# HyboNet-style budget: evaluation every 10 epochs, patience 20 evaluations = 200 epochs, cap 3000.
+LONG_PROTOCOL = ["train.steps=3000", "train.eval_every=10", "train.patience=20", "train.schedule=constant",
+                 "train.log_every=50"]
+RUN_KEYS = ("steps", "best_step", "train_seconds", "trainable_params", "total_params")
 
 
 def _split(text: str, cast=str) -> list:
     return [cast(x) for x in text.split(",") if x.strip()]
 
 
-def dataset_entry(task: str, dataset: str, preset: str, config, methods, rank, report, wall) -> dict:
-    """The JSON record of one dataset: resolved configs, budget, per-method summary, gap reduction."""
-    runs = [{k: r.get(k) for k in RUN_KEYS} | {"value": r[r["metric"]]} for r in report["runs"]]
-    summary = {s["method"]: {k: s[k] for k in ("mean", "std", "seeds")} for s in report["summary"]}
-    for name, s in summary.items():
-        mine = [r for r in report["runs"] if r["method"] == name]
-        s["steps_mean"] = statistics.fmean(r["steps"] for r in mine)
-        s["best_step_mean"] = statistics.fmean(r["best_step"] for r in mine)
-        s["train_seconds_mean"] = statistics.fmean(r["train_seconds"] for r in mine)
-        s["trainable_params"] = mine[0]["trainable_params"]
-        s["total_params"] = mine[0]["total_params"]
-    for name in report["diverged"]:
-        summary[name] = {"mean": None, "std": None, "seeds": 0, "diverged": True}
-    tc = config.train
+def uses_rank(method: str) -> bool:
+    """Whether ``method``'s config has a rank (full-rank's has none: one run serves every r)."""
+    return any(f.name == "rank" for f in dataclasses.fields(METHODS.config_class(method)))
+
+
+def run_dir(root: Path, method: str, rank: int, lr: float, seed: int) -> Path:
+    sub = root / method / f"r{rank}" if uses_rank(method) else root / method
+    return sub / f"lr{lr:g}" / f"seed{seed}"
+
+
+def train_one(config, method: str, rank: int, lr: float, seed: int, root: Path) -> dict:
+    """One run (reused when it already finished); a diverging run is recorded, not raised."""
+    cfg = dataclasses.replace(
+        config, method=method_config(config.method, method, rank), seed=seed,
+        train=dataclasses.replace(config.train, lr=lr), out_dir=str(run_dir(root, method, rank, lr, seed)),
+    )
+    record = {"method": method, "rank": rank if uses_rank(method) else None, "lr": lr, "seed": seed}
+    try:
+        result = train(cfg, resume="auto")
+    except NonFiniteLossError as err:
+        return {**record, "diverged": str(err)}
+    task = TASKS.classes[config.task.name]
+    return {**record, "val": result[task.selection_metric], "test": result[task.report_metric],
+            "graph": result["task"], **{k: result[k] for k in RUN_KEYS}}
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def tune_method(config, method: str, rank: int, lrs: list[float], seeds: list[int], tune_seeds: int,
+                root: Path, cache: dict) -> dict:
+    """Grid over ``lrs`` on the first ``tune_seeds`` seeds, the rest at the lr of best mean validation."""
+    def run(lr, seed):
+        key = (method, rank if uses_rank(method) else None, lr, seed)
+        if key not in cache:
+            cache[key] = train_one(config, method, rank, lr, seed, root)
+        return cache[key]
+
+    tuning = {lr: [run(lr, s) for s in seeds[:tune_seeds]] for lr in lrs}
+    val_by_lr = {lr: _mean_or_none([r["val"] for r in rs if "val" in r]) if all("val" in r for r in rs) else None
+                 for lr, rs in tuning.items()}
+    finite = {lr: v for lr, v in val_by_lr.items() if v is not None}
+    summary = {"val_by_lr": {f"{lr:g}": v for lr, v in val_by_lr.items()},
+               "diverged_lrs": [f"{lr:g}" for lr, v in val_by_lr.items() if v is None]}
+    if not finite:
+        return {**summary, "diverged": True}
+    higher = TASKS.classes[config.task.name].higher_is_better
+    best = (max if higher else min)(finite, key=lambda lr: finite[lr])
+    runs = tuning[best] + [run(best, s) for s in seeds[tune_seeds:]]
+    done = [r for r in runs if "test" in r]
+    tests = [r["test"] for r in done]
     return {
-        "task": task, "dataset": dataset, "preset": preset,
-        "metric": report.get("metric"), "higher_is_better": report.get("higher_is_better", True),
-        "summary": summary, "gap_reduction": report.get("gap_reduction"),
-        "diverged": report["diverged"], "runs": runs,
-        "graph": report["runs"][0]["task"] if report["runs"] else None,
-        "budget": {"max_steps": tc.steps, "eval_every": tc.eval_every, "patience": tc.patience,
-                   "patience_steps": tc.patience * tc.eval_every},
-        "wall_seconds": wall,
-        "config": to_dict(config),
-        "method_configs": {m: to_dict(method_config(config.method, m, rank)) for m in methods},
+        **summary, "lr": best, "lr_at_edge": len(lrs) > 1 and best in (min(lrs), max(lrs)),
+        "mean": statistics.fmean(tests), "std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+        "seeds": len(tests), "diverged_seeds": [r["seed"] for r in runs if "diverged" in r],
+        "val_mean": statistics.fmean(r["val"] for r in done),
+        "steps_mean": statistics.fmean(r["steps"] for r in done),
+        "best_step_mean": statistics.fmean(r["best_step"] for r in done),
+        "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in done),
+        "trainable_params": done[0]["trainable_params"], "total_params": done[0]["total_params"],
     }
 
 
-def _cell(s: dict, scale: float = 100.0) -> str:
+def run_dataset(task: str, dataset: str, methods: list[str], ranks: list[int], lrs: list[float],
+                seeds: list[int], tune_seeds: int, overrides: list[str], runs_root: Path) -> dict:
+    """Every method at every rank on one dataset: summaries per rank, gap reductions, all runs."""
+    preset = PRESETS[task][dataset]
+    config = load_config(preset, overrides)
+    root = runs_root / task / dataset
+    task_class = TASKS.classes[config.task.name]
+    began, cache = time.perf_counter(), {}
+    by_rank = {}
+    for rank in ranks:
+        summary = {m: tune_method(config, m, rank, lrs, seeds, tune_seeds, root, cache) for m in methods}
+        scores = {m: s["mean"] for m, s in summary.items() if not s.get("diverged")}
+        by_rank[str(rank)] = {"summary": summary, "gap_reduction": gap_reduction(scores, task_class.higher_is_better)}
+        print(f"[{task}/{dataset} r={rank}] " + ", ".join(f"{m} {_cell(s)}" for m, s in summary.items())
+              + f"; gap reduction {_pct(by_rank[str(rank)]['gap_reduction'])}", flush=True)
+    runs = list(cache.values())
+    tc = config.train
+    return {
+        "task": task, "dataset": dataset, "preset": preset, "metric": task_class.report_metric,
+        "higher_is_better": task_class.higher_is_better,
+        "graph": next((r["graph"] for r in runs if "graph" in r), None), "ranks": by_rank,
+        "budget": {"max_steps": tc.steps, "eval_every": tc.eval_every, "patience_evals": tc.patience,
+                   "patience_steps": tc.patience * tc.eval_every, "schedule": tc.schedule},
+        "runs": [{k: v for k, v in r.items() if k != "graph"} for r in runs],
+        "train_runs": len(runs), "wall_seconds": time.perf_counter() - began, "config": to_dict(config),
+        "method_configs": {f"{m}@r{rank}": to_dict(method_config(config.method, m, rank))
+                           for m in methods for rank in ranks},
+    }
+
+
+def _cell(s: dict, scale: float = 100.0, lr: bool = True) -> str:
     if s.get("diverged"):
         return "diverged"
-    std = f" ± {scale * s['std']:.1f}" if s["seeds"] > 1 else ""
-    return f"{scale * s['mean']:.1f}{std}"
+    text = f"{scale * s['mean']:.1f}" + (f" ± {scale * s['std']:.1f}" if s["seeds"] > 1 else "")
+    return text + (f" ({s['lr']:g}{'*' if s['lr_at_edge'] else ''})" if lr else "")
 
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
 
 
+def full_is_ceiling(summary: dict, higher_is_better: bool) -> bool:
+    """Whether full-rank's mean beats every other method's that ran (the premise of a gap reduction)."""
+    if "full" not in summary or summary["full"].get("diverged"):
+        return False
+    sign = 1.0 if higher_is_better else -1.0
+    return all(sign * (summary["full"]["mean"] - s["mean"]) > 0
+               for m, s in summary.items() if m != "full" and not s.get("diverged"))
+
+
+def summarize(task: str, entries: dict, ranks: list[int]) -> dict:
+    """Per rank: mean gap reduction over datasets; for Disease-LP, whether SST beats full-rank."""
+    out = {}
+    for rank in map(str, ranks):
+        gaps = [e["ranks"][rank]["gap_reduction"] for e in entries.values()]
+        known = [g for g in gaps if g is not None]
+        out[rank] = {"mean_gap_reduction": statistics.fmean(known) if known else None,
+                     "datasets_with_gap": len(known)}
+        disease = entries.get("disease_lp")
+        if disease is not None:
+            s = disease["ranks"][rank]["summary"]
+            if not s.get("sst", {}).get("diverged") and "full" in s and not s["full"].get("diverged"):
+                out[rank]["disease_lp_sst_minus_full"] = s["sst"]["mean"] - s["full"]["mean"]
+    return out
+
+
 def markdown(report: dict) -> str:
-    """Tables: score per dataset and method, gap reduction, steps used, and the settings."""
+    """Tables per rank (test score at the tuned lr, gap reduction), the lr grid, steps, settings."""
     task, methods, entries = report["task"], report["methods"], report["datasets"]
-    metric = next((e["metric"] for e in entries.values() if e["metric"]), "metric")
+    metric = next(iter(entries.values()))["metric"]
+    lrs = [f"{lr:g}" for lr in report["lrs"]]
+    budget = next(iter(entries.values()))["budget"]
     lines = [
-        f"# HyboNet GCN {task.replace('_', ' ')}: {', '.join(methods)} at rank {report['rank']}", "",
-        f"{metric} x 100, mean ± std over seeds {report['seeds']} (model selected by the best "
-        f"validation score). Gap reduction = (best of LoRA/ReLoRA* - SST) / (best of LoRA/ReLoRA* - full).",
-        "", "| dataset | " + " | ".join(methods) + " | gap reduction |",
-        "|---" * (len(methods) + 2) + "|",
+        f"# HyboNet GCN {task.replace('_', ' ')}: {', '.join(methods)}, lr tuned on validation", "",
+        f"{metric} x 100, mean ± std over seeds {report['seeds']}, at the lr (in brackets) with the best mean "
+        f"validation score over the first {report['tune_seeds']} seed(s) in the grid {lrs}; `*` = the chosen "
+        f"lr is at the edge of the grid. Budget: at most {budget['max_steps']} steps (full-batch epochs), "
+        f"validation every {budget['eval_every']}, stop after {budget['patience_steps']} steps without "
+        f"improvement, {budget['schedule']} lr; the best validation checkpoint is tested. Gap reduction = "
+        f"(best of LoRA/ReLoRA* - SST) / (best of LoRA/ReLoRA* - full).", "",
     ]
+    for rank in map(str, report["ranks"]):
+        lines += [f"## r = {rank}", "", "| dataset | " + " | ".join(methods) + " | gap reduction |",
+                  "|---" * (len(methods) + 2) + "|"]
+        no_ceiling = []
+        for name, e in entries.items():
+            s = e["ranks"][rank]["summary"]
+            flag = ""
+            if not full_is_ceiling(s, e["higher_is_better"]):
+                flag = " †"
+                no_ceiling.append(name)
+            lines.append(f"| {name} | " + " | ".join(_cell(s[m]) for m in methods)
+                         + f" | {_pct(e['ranks'][rank]['gap_reduction'])}{flag} |")
+        r = report["by_rank"][rank]
+        lines += ["", f"Mean gap reduction over {r['datasets_with_gap']} dataset(s): "
+                  f"{_pct(r['mean_gap_reduction'])} (paper: {_pct(report['paper_gap_reduction'])})."]
+        if no_ceiling:
+            lines.append(f"† {', '.join(no_ceiling)}: full-rank does not beat every low-rank method here, so it is "
+                         "no ceiling and the gap reduction does not measure what the paper's does.")
+        if "disease_lp_sst_minus_full" in r:
+            diff = 100 * r["disease_lp_sst_minus_full"]
+            s = entries["disease_lp"]["ranks"][rank]["summary"]
+            lines.append(f"Disease-LP, SST - full-rank: {diff:+.1f} points ({'SST beats' if diff > 0 else 'SST does not beat'} "
+                         f"full-rank, as the paper reports it does; seed std {100 * s['sst']['std']:.1f} (SST) and "
+                         f"{100 * s['full']['std']:.1f} (full)).")
+        lines.append("")
+    lines += ["## Validation score per lr (mean over the tuning seeds; - = diverged)", "",
+              "| dataset | method | r | " + " | ".join(lrs) + " |", "|---" * (len(lrs) + 3) + "|"]
     for name, e in entries.items():
-        cells = [_cell(e["summary"][m]) if m in e["summary"] else "-" for m in methods]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_pct(e['gap_reduction'])} |")
-    lines += ["", f"Mean of the per-dataset gap reductions: {_pct(report['mean_gap_reduction'])}; "
-              f"gap reduction of the dataset-averaged scores: {_pct(report['gap_reduction_of_means'])} "
-              f"(paper: {_pct(report['paper_gap_reduction'])}).",
-              "", "Optimizer steps run (mean over seeds; early stopping) / step of the best validation score:",
-              "", "| dataset | " + " | ".join(methods) + " | max steps | wall s |",
-              "|---" * (len(methods) + 3) + "|"]
+        for rank in map(str, report["ranks"]):
+            for m in methods:
+                if not uses_rank(m) and rank != str(report["ranks"][0]):
+                    continue
+                vals = e["ranks"][rank]["summary"][m]["val_by_lr"]
+                cells = ["-" if vals[lr] is None else f"{100 * vals[lr]:.1f}" for lr in lrs]
+                lines.append(f"| {name} | {m} | {rank if uses_rank(m) else '-'} | " + " | ".join(cells) + " |")
+    lines += ["", "## Steps run / step of the best validation score (mean over seeds, tuned lr)", "",
+              "| dataset | r | " + " | ".join(methods) + " | runs | wall s |", "|---" * (len(methods) + 4) + "|"]
     for name, e in entries.items():
-        cells = [f"{e['summary'][m]['steps_mean']:.0f} / {e['summary'][m]['best_step_mean']:.0f}"
-                 if m in e["summary"] and not e["summary"][m].get("diverged") else "-" for m in methods]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {e['budget']['max_steps']} | {e['wall_seconds']:.0f} |")
-    lines += ["", "Trainable parameters (share of all parameters):", "",
-              "| dataset | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
-    for name, e in entries.items():
-        cells = []
-        for m in methods:
-            s = e["summary"].get(m, {})
-            cells.append(f"{s['trainable_params']:,} ({100 * s['trainable_params'] / s['total_params']:.0f}%)"
-                         if "trainable_params" in s else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for rank in map(str, report["ranks"]):
+            s = e["ranks"][rank]["summary"]
+            cells = ["-" if s[m].get("diverged") else f"{s[m]['steps_mean']:.0f} / {s[m]['best_step_mean']:.0f}"
+                     for m in methods]
+            lines.append(f"| {name} | {rank} | " + " | ".join(cells) + f" | {e['train_runs']} | {e['wall_seconds']:.0f} |")
     lines += ["", "Settings (resolved configs are in the JSON):", ""]
     for name, e in entries.items():
-        t, tr, m = e["config"]["task"], e["config"]["train"], e["method_configs"]
-        sst_cfg = m.get("sst", {})
-        lines.append(
-            f"- {name} ({e['preset']}): hidden {t['hidden']}, {t['n_layers']} layers, dropout {t['dropout']}, "
-            f"lr {tr['lr']}, weight decay {tr['weight_decay']}, {tr['schedule']} schedule, max {tr['steps']} steps, "
-            f"eval every {tr['eval_every']}, patience {tr['patience']} evals"
-            + (f"; SST resample_every {sst_cfg['resample_every']}, restart warm-up {sst_cfg['restart_warmup_steps']}"
-               if sst_cfg else "")
-            + (f"; diverged: {', '.join(e['diverged'])}" if e["diverged"] else "")
-        )
+        t, tr = e["config"]["task"], e["config"]["train"]
+        lines.append(f"- {name} ({e['preset']}): hidden {t['hidden']}, {t['n_layers']} layers, dropout "
+                     f"{t['dropout']}, weight decay {tr['weight_decay']}; {e['graph']}")
     lines += ["", f"Total wall time {report['wall_seconds']:.0f} s on {report['machine']} "
-              f"({report['torch_threads']} torch thread(s)).", ""]
+              f"({report['torch_threads']} torch thread(s)); command: `{report['command']}`.", ""]
     return "\n".join(lines)
 
 
-def run_task(task: str, datasets: list[str], methods: list[str], seeds: list[int], rank: int | None,
-             overrides: list[str], runs_dir: Path, out: Path) -> dict:
-    """Compare ``methods`` on each dataset of ``task``; write graph_<task>.{json,md} into ``out``."""
-    start = time.perf_counter()
-    entries = {}
+def run_task(task: str, datasets: list[str], methods: list[str], ranks: list[int], lrs: list[float],
+             seeds: list[int], tune_seeds: int, overrides: list[str], runs_dir: Path, out: Path,
+             tag: str = "") -> dict:
+    """Tune and compare ``methods`` on each dataset of ``task``; write graph_<task>[_<tag>].{json,md}."""
     for dataset in datasets:
         if dataset not in PRESETS[task]:
             raise ValueError(f"{task}: unknown dataset {dataset!r}; choose from {sorted(PRESETS[task])}")
-        preset = PRESETS[task][dataset]
-        config = load_config(preset, overrides)
-        config = dataclasses.replace(config, out_dir=str(runs_dir / task / dataset))
-        began = time.perf_counter()
-        report = run_comparison(config, methods, Path(config.out_dir), rank, seeds)
-        entry = dataset_entry(task, dataset, preset, config, methods, rank, report,
-                              time.perf_counter() - began)
-        entries[dataset] = entry
-        print(f"[{task}/{dataset}] " + ", ".join(f"{m} {_cell(s)}" for m, s in entry["summary"].items())
-              + f"; gap reduction {_pct(entry['gap_reduction'])} ({entry['wall_seconds']:.0f} s)", flush=True)
-    gaps = [e["gap_reduction"] for e in entries.values() if e["gap_reduction"] is not None]
-    means = {}
-    for m in methods:
-        values = [e["summary"][m]["mean"] for e in entries.values() if e["summary"].get(m, {}).get("mean") is not None]
-        if len(values) == len(entries):
-            means[m] = statistics.fmean(values)
-    first = next(iter(entries.values()))
+    if not 1 <= tune_seeds <= len(seeds):
+        raise ValueError(f"--tune-seeds must be in [1, {len(seeds)}] (the number of seeds), got {tune_seeds}")
+    start = time.perf_counter()
+    entries = {d: run_dataset(task, d, methods, ranks, lrs, seeds, tune_seeds, overrides, runs_dir)
+               for d in datasets}
     report = {
-        "task": task, "methods": methods, "seeds": seeds,
-        "rank": rank if rank is not None else first["config"]["method"].get("rank"),
-        "overrides": overrides, "datasets": entries,
-        "mean_gap_reduction": statistics.fmean(gaps) if gaps else None,
-        "dataset_mean_scores": means,
-        "gap_reduction_of_means": gap_reduction(means, first["higher_is_better"]) if means else None,
-        "paper_gap_reduction": {"node_classification": 0.737, "link_prediction": 0.825}[task],
-        "wall_seconds": time.perf_counter() - start,
+        "task": task, "methods": methods, "seeds": seeds, "tune_seeds": tune_seeds, "ranks": ranks, "lrs": lrs,
+        "overrides": overrides, "datasets": entries, "by_rank": summarize(task, entries, ranks),
+        "paper_gap_reduction": PAPER_GAP_REDUCTION[task], "wall_seconds": time.perf_counter() - start,
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": f"{platform.machine()} {platform.processor() or platform.system()} CPU",
+        "command": " ".join(["python", "benchmarks/graph_compare.py", *sys.argv[1:]]),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"graph_{task}.json").write_text(json.dumps(report, indent=2))
-    (out / f"graph_{task}.md").write_text(markdown(report))
+    stem = f"graph_{task}" + (f"_{tag}" if tag else "")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{stem}.md").write_text(markdown(report))
     return report
 
 
@@ -181,26 +286,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=[*PRESETS, "both"], default="both")
     parser.add_argument("--datasets", help="comma-separated (default: every dataset of the task)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--rank", type=int, help="rank of every low-rank method (default: the preset's, 2)")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--tune-seeds", type=int, default=0,
+                        help="seeds (the first ones) run at every lr to choose it; 0: all of them")
+    parser.add_argument("--ranks", default="1,2,4", help="comma-separated ranks of the low-rank methods")
+    parser.add_argument("--lrs", default="0.003,0.01,0.03", help="comma-separated learning-rate grid")
+    parser.add_argument("--long", action="store_true", help="HyboNet's budget (LONG_PROTOCOL) on every preset")
+    parser.add_argument("--tag", default="", help="suffix of the result files: graph_<task>_<tag>")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: fastest for these tiny full-batch models)")
     parser.add_argument("--runs-dir", default="runs/graph-compare", help="where the individual runs go")
-    parser.add_argument("--out", default=str(RESULTS), help="folder for graph_<task>.{json,md}")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for the result files")
     parser.add_argument("overrides", nargs="*", help="dotted overrides applied to every preset")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    overrides = (LONG_PROTOCOL if args.long else []) + list(args.overrides)
+    seeds = _split(args.seeds, int)
     tasks = list(PRESETS) if args.task == "both" else [args.task]
     for task in tasks:
         datasets = _split(args.datasets) if args.datasets else list(PRESETS[task])
         datasets = [d for d in datasets if d in PRESETS[task]] if args.task == "both" else datasets
         if not datasets:
             continue
-        report = run_task(task, datasets, _split(args.methods), _split(args.seeds, int), args.rank,
-                          list(args.overrides), Path(args.runs_dir), Path(args.out))
+        report = run_task(task, datasets, _split(args.methods), _split(args.ranks, int), _split(args.lrs, float),
+                          seeds, args.tune_seeds or len(seeds), overrides, Path(args.runs_dir), Path(args.out),
+                          args.tag)
         print(markdown(report))
-        print(f"wrote {args.out}/graph_{task}.json and .md")
+        print(f"wrote {args.out}/graph_{task}{'_' + args.tag if args.tag else ''}.json and .md")
     return 0
 
 

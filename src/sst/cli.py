@@ -129,7 +129,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sst.inference.loading import load_run
 
     run = load_run(args.checkpoint, args.device)
-    metrics = run.task.evaluate(run.model, args.split, args.max_batches)
+    if args.test_set:
+        score = getattr(run.task, "evaluate_test_set", None)
+        if score is None:
+            raise ConfigError(f"--test-set: the {run.config.task.name} task has no extra test sets")
+        metrics = {k: v for spec in args.test_set for k, v in score(run.model, spec, args.max_batches).items()}
+    else:
+        metrics = run.task.evaluate(run.model, args.split, args.max_batches)
     print(json.dumps({"checkpoint": str(run.checkpoint), **metrics}, indent=2))
     return 0
 
@@ -218,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="run directory or checkpoint directory")
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--max-batches", type=int, default=0, help="0: the whole split")
+    p.add_argument("--test-set", action="append", metavar="NAME_OR_PATH",
+                   help="translation: score this test set instead of --split (a Multi30K name such as "
+                        "test_2017_flickr, a path prefix of PREFIX.src/PREFIX.tgt, or SRC_FILE,TGT_FILE); repeatable")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval)
     return parser

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from sst.config import ConfigError
+from sst.data.graph_datasets import load_graph
 from sst.data.graphs import (
+    GraphDataError,
     load_airport,
-    load_cora,
     load_disease_lp,
-    load_graph,
     make_disease_tree,
     resolve_data_dir,
     sample_negative_edges,
@@ -16,6 +17,7 @@ from sst.data.graphs import (
     undirected_edge_index,
     unique_pairs,
 )
+from sst.data.planetoid import load_planetoid
 
 DATA = resolve_data_dir()
 
@@ -40,7 +42,8 @@ def check_graph(g):
 
 def test_cora_sizes_and_standard_split():
     need("planetoid/Cora/raw")
-    g = load_cora(DATA)
+    pytest.importorskip("torch_geometric")
+    g = load_graph("cora", DATA)
     check_graph(g)
     assert g.features.shape == (2708, 1433) and g.num_classes == 7
     assert (len(g.train_idx), len(g.val_idx), len(g.test_idx)) == (140, 500, 1000)
@@ -52,7 +55,7 @@ def test_cora_matches_torch_geometric_reader():
     need("planetoid/Cora/raw")
     io = pytest.importorskip("torch_geometric.io")
     ref = io.read_planetoid_data(str(DATA / "planetoid/Cora/raw"), "cora")
-    g = load_cora(DATA, normalize_features=False)
+    g = load_planetoid("cora", DATA, normalize_features=False)
     assert torch.equal(g.labels, ref.y)
     assert torch.equal(g.features, ref.x)
     assert torch.equal(g.test_idx, ref.test_mask.nonzero().squeeze(1))
@@ -132,28 +135,46 @@ def test_negative_sampling_avoids_forbidden_and_errors_when_dense():
 def test_error_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="airport.npz"):
         load_airport(tmp_path)
-    with pytest.raises(FileNotFoundError, match="ind.cora"):
-        load_cora(tmp_path)
-    with pytest.raises(ValueError, match="unknown graph dataset"):
-        load_graph("pubmed", tmp_path)
+    with pytest.raises(ConfigError, match=r"dataset: 'wikics' is not one of \['cora', 'citeseer', 'pubmed'"):
+        load_graph("wikics", tmp_path)
     (tmp_path / "hgcn/airport").mkdir(parents=True)
     bad = tmp_path / "hgcn/airport/airport.npz"
     np.savez(bad, edges=np.array([[0, 1], [1, 9]]), feats=np.ones((3, 5), np.float32))
-    with pytest.raises(ValueError, match=r"airport.npz 'edges': edge node ids must lie in \[0, 3\)"):
+    with pytest.raises(GraphDataError, match=r"airport.npz 'edges': row 1: node id 9 is outside \[0, 3\)"):
         load_airport(tmp_path)
-    with pytest.raises(ValueError, match="edge node ids"):
+    np.savez(bad, edges=np.array([[0, 1]]), feats=np.ones((3, 4), np.float32))
+    with pytest.raises(GraphDataError, match=r"airport.npz: 'feats' must be \(n, 5\), got \(3, 4\)"):
+        load_airport(tmp_path)
+    np.savez(bad, feats=np.ones((3, 5), np.float32))
+    with pytest.raises(GraphDataError, match="airport.npz: missing array 'edges'"):
+        load_airport(tmp_path)
+    with pytest.raises(GraphDataError, match="edges: row 0: node id -1 is outside"):
         undirected_edge_index(np.array([[-1, 0]]), 3)
+    with pytest.raises(GraphDataError, match=r"e: row 1: node ids \[1.5, 2.0\] are not integers"):
+        undirected_edge_index(np.array([[0.0, 1.0], [1.5, 2.0]]), 3, "e")
+    with pytest.raises(GraphDataError, match=r"shape \(m, 2\), got \(2, 3\)"):
+        undirected_edge_index(np.zeros((2, 3), np.int64), 3)
     root = tmp_path / "hgcn/disease_lp"
     root.mkdir(parents=True)
     (root / "disease_lp.edges.csv").write_text("0,1\n1,2\n")
-    np.savez(root / "disease_lp.feats.npz", indptr=np.array([0, 1, 1, 2]), indices=np.array([0, 1]),
-             data=np.array([1.0, 2.0]), shape=np.array([3, 2]), format=np.array(b"csr"))
+    csr = dict(indptr=np.array([0, 1, 1, 2]), indices=np.array([0, 1]), data=np.array([1.0, 2.0]),
+               shape=np.array([3, 2]), format=np.array(b"csr"))
+    np.savez(root / "disease_lp.feats.npz", **csr)
     np.save(root / "disease_lp.labels.npy", np.array([0, 1]))
-    with pytest.raises(ValueError, match="2 labels for 3 rows"):
+    with pytest.raises(GraphDataError, match=r"disease_lp.labels.npy: 2 labels for 3 nodes \(rows of .*feats.npz"):
         load_disease_lp(tmp_path)
     np.save(root / "disease_lp.labels.npy", np.array([0, 1, 1]))
     g = load_disease_lp(tmp_path)
     assert torch.equal(g.features, torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]]))
-    (root / "disease_lp.edges.csv").write_text("0;1\n")
-    with pytest.raises(ValueError, match="disease_lp.edges.csv"):
+    (root / "disease_lp.edges.csv").write_text("0,1\n0;1\n")
+    with pytest.raises(GraphDataError, match=r"disease_lp.edges.csv: line 2: expected two integer node ids"):
+        load_disease_lp(tmp_path)
+    (root / "disease_lp.edges.csv").write_text("0,1\n\n2,3\n")
+    with pytest.raises(GraphDataError, match=r"disease_lp.edges.csv: line 3: node id 3 is outside \[0, 3\)"):
+        load_disease_lp(tmp_path)
+    np.savez(root / "disease_lp.feats.npz", **{k: v for k, v in csr.items() if k != "indices"})
+    with pytest.raises(GraphDataError, match="disease_lp.feats.npz: missing array 'indices'"):
+        load_disease_lp(tmp_path)
+    np.savez(root / "disease_lp.feats.npz", **{**csr, "indices": np.array([0, 5])})
+    with pytest.raises(GraphDataError, match=r"feats.npz: row 2: column 5 is outside \[0, 2\)"):
         load_disease_lp(tmp_path)

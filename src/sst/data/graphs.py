@@ -1,25 +1,27 @@
-"""Graph datasets for hyperbolic node classification and link prediction (HGCN/HyboNet setups).
+"""Graphs for hyperbolic node classification and link prediction (HGCN/HyboNet setups).
 
 A ``Graph`` holds node features (n, f), an undirected edge list stored in both directions (2, E),
-integer labels and a node split. Loaders read Cora (Planetoid raw files, standard 140/500/1000
-split), Airport and Disease-LP (HGCN files, 70/15/15 random node split) and generate a Disease-like
-SIR tree. ``split_edges`` makes the 85/5/10 link-prediction split with sampled non-edges.
+integer labels and a node split; ``make_graph`` checks every part and names the file and row at
+fault (``GraphDataError``). Loaders here read Airport and Disease-LP (HGCN files, 70/15/15 random
+node split) and generate a Disease-like SIR tree; ``split_edges`` makes the 85/5/10 edge split.
 """
 
 from __future__ import annotations
 
-import csv
 import os
-import pickle
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-GRAPH_DATASETS = ("cora", "airport", "disease_lp", "disease_tree")
+from sst.errors import ConfigError, SSTError
+
 AIRPORT_LABEL_BINS = (7 / 7, 8 / 7, 9 / 7)
+
+
+class GraphDataError(SSTError, ValueError):
+    """A graph data file is malformed; the message names the file and, where one is at fault, the row."""
 
 
 @dataclass
@@ -84,7 +86,8 @@ def resolve_data_dir(data_dir: str | os.PathLike = "") -> Path:
     return Path("../shared/data")
 
 
-def _require(path: Path) -> Path:
+def require_file(path: Path) -> Path:
+    """``path`` if it is a file, else FileNotFoundError naming it and where data is looked for."""
     if not path.is_file():
         raise FileNotFoundError(
             f"graph data file not found: {path} (set task.data_dir or $SST_DATA_DIR to the directory "
@@ -97,23 +100,91 @@ def _require(path: Path) -> Path:
 # Building blocks
 
 
-def undirected_edge_index(pairs: np.ndarray | torch.Tensor, num_nodes: int, source: str = "edges") -> torch.Tensor:
+def _where(index: int, lines: np.ndarray | None) -> str:
+    # Text files are reported by 1-based line number, arrays by 0-based row index.
+    return f"line {int(lines[index])}" if lines is not None else f"row {index}"
+
+
+def check_node_ids(ids: np.ndarray, num_nodes: int, source: str, lines: np.ndarray | None = None) -> None:
+    """Raise GraphDataError naming ``source`` and the first row whose ids leave [0, num_nodes).
+
+    ids: (m,) or (m, k) integers; ``lines`` (m,) gives the text-file line of each row.
+    """
+    ids = np.asarray(ids)
+    if ids.size == 0:
+        return
+    ids = ids.reshape(len(ids), -1)
+    bad = ((ids < 0) | (ids >= num_nodes)).any(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = int(ids[i][(ids[i] < 0) | (ids[i] >= num_nodes)][0])
+        raise GraphDataError(
+            f"{source}: {_where(i, lines)}: node id {value} is outside [0, {num_nodes}) "
+            f"(the graph has {num_nodes} nodes)"
+        )
+
+
+def undirected_edge_index(
+    pairs: np.ndarray | torch.Tensor, num_nodes: int, source: str = "edges", lines: np.ndarray | None = None
+) -> torch.Tensor:
     """Node pairs (m, 2) -> (2, E) with both directions, self loops and duplicates removed.
 
-    Raises ValueError naming ``source`` when an id is outside [0, num_nodes).
+    Raises GraphDataError naming ``source`` and the row (or ``lines`` entry) of an id outside
+    [0, num_nodes).
     """
-    pairs = torch.as_tensor(np.asarray(pairs), dtype=torch.int64).reshape(-1, 2)
-    if pairs.numel() and (int(pairs.min()) < 0 or int(pairs.max()) >= num_nodes):
-        raise ValueError(
-            f"{source}: edge node ids must lie in [0, {num_nodes}), got range "
-            f"[{int(pairs.min())}, {int(pairs.max())}]"
-        )
+    raw = np.asarray(pairs)
+    if raw.size == 0:
+        raw = raw.reshape(0, 2)
+    if raw.ndim != 2 or raw.shape[1] != 2:
+        raise GraphDataError(f"{source}: edges must be node pairs of shape (m, 2), got {raw.shape}")
+    if raw.dtype.kind not in "iu":
+        whole = np.isfinite(raw) & (raw == np.round(raw)) if raw.dtype.kind == "f" else np.zeros(raw.shape, bool)
+        if not whole.all():
+            i = int(np.flatnonzero(~whole.all(axis=1))[0])
+            raise GraphDataError(f"{source}: {_where(i, lines)}: node ids {raw[i].tolist()} are not integers")
+    pairs_np = raw.astype(np.int64)
+    check_node_ids(pairs_np, num_nodes, source, lines)
+    pairs = torch.as_tensor(pairs_np)
     u, v = pairs[:, 0], pairs[:, 1]
     keep = u != v
     lo, hi = torch.minimum(u, v)[keep], torch.maximum(u, v)[keep]
     keys = torch.unique(lo * num_nodes + hi)
     lo, hi = keys // num_nodes, keys % num_nodes
     return torch.stack([torch.cat([lo, hi]), torch.cat([hi, lo])])
+
+
+def read_edge_list(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (m, 2) int64 and their 1-based line numbers (m,) from a text edge list.
+
+    One edge per line, ``u,v`` or ``u v`` (commas, tabs or spaces); blank lines and lines starting
+    with ``#`` are skipped, and so is a first line of column names (no field is a number).
+    """
+    pairs, lines = [], []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.replace(",", " ").split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            if not pairs and number == 1 and not any(_is_number(f) for f in fields):
+                continue  # a header such as "source,target"
+            try:
+                if len(fields) != 2:
+                    raise ValueError
+                pairs.append((int(fields[0]), int(fields[1])))
+            except ValueError:
+                raise GraphDataError(
+                    f"{path}: line {number}: expected two integer node ids 'u,v', got {line.strip()!r}"
+                ) from None
+            lines.append(number)
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(lines, dtype=np.int64)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def unique_pairs(edge_index: torch.Tensor) -> torch.Tensor:
@@ -171,7 +242,7 @@ def sample_negative_edges(
         found = torch.cat([found, keys])[:num]
         if found.numel() == num:
             return torch.stack([found // num_nodes, found % num_nodes])
-    raise ValueError(
+    raise GraphDataError(
         f"could not sample {num} non-edges among {num_nodes} nodes: the graph is too dense"
     )
 
@@ -199,93 +270,140 @@ def split_edges(graph: Graph, seed: int, val_fraction: float = 0.05, test_fracti
     )
 
 
-def _make_graph(name, features, pairs, labels, split, source) -> Graph:
-    features = torch.as_tensor(np.asarray(features), dtype=torch.float32)
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
+def _labels_array(labels: np.ndarray, source: str) -> np.ndarray:
+    # (n,) int64 labels; integer-valued floats are accepted, anything else names its row.
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise GraphDataError(f"{source}: labels must be a 1-D array (one per node), got shape {labels.shape}")
+    if labels.dtype.kind not in "iub":
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if not whole.all():
+            i = int(np.flatnonzero(~whole)[0])
+            raise GraphDataError(f"{source}: row {i}: label {labels[i].item()!r} is not an integer")
+    labels = labels.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        i = int(np.argmin(labels))
+        raise GraphDataError(f"{source}: row {i}: label {labels[i]} is negative (classes are 0, 1, ...)")
+    return labels
+
+
+def _check_split(split: tuple, num_nodes: int, sources: tuple[str, str, str]) -> tuple[torch.Tensor, ...]:
+    # Node ids of each part in range, without repeats, the parts disjoint.
+    parts = []
+    for ids, source in zip(split, sources):
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise GraphDataError(f"{source}: expected a 1-D array of integer node ids, got {ids.dtype} {ids.shape}")
+        check_node_ids(ids, num_nodes, source)
+        parts.append(ids.astype(np.int64))
+    ids = np.concatenate(parts)
+    part = np.concatenate([np.full(len(x), k) for k, x in enumerate(parts)])
+    row = np.concatenate([np.arange(len(x)) for x in parts])
+    order = np.argsort(ids, kind="stable")  # a repeat sorts right after its first occurrence
+    repeats = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if repeats.size:
+        first, again = order[repeats[0]], order[repeats[0] + 1]
+        raise GraphDataError(
+            f"{sources[part[again]]}: row {row[again]}: node {ids[again]} is already in "
+            f"{sources[part[first]]} (row {row[first]})"
+        )
+    return tuple(torch.as_tensor(x) for x in parts)
+
+
+def make_graph(
+    name: str,
+    features: np.ndarray,
+    pairs: np.ndarray,
+    labels: np.ndarray | None,
+    split: tuple,
+    sources: dict[str, str],
+    edge_lines: np.ndarray | None = None,
+) -> Graph:
+    """A checked ``Graph``: features (n, f) finite with n > 0; pairs (m, 2) ids in [0, n);
+    labels (n,) integers >= 0, or None (no classes: link prediction only); split = (train, val,
+    test) node ids, disjoint. ``sources`` names where "features", "edges", "labels" and the
+    "train"/"val"/"test" ids came from; ``edge_lines`` (m,) the text-file line of each pair.
+    Each problem raises GraphDataError naming the source and the row."""
+    features = np.asarray(features)
+    where = sources["features"]
+    if features.ndim != 2:
+        raise GraphDataError(f"{where}: features must be a 2-D array (nodes, features), got shape {features.shape}")
+    if features.shape[0] == 0 or features.shape[1] == 0:
+        raise GraphDataError(f"{where}: no nodes or no features (shape {features.shape})")
+    if features.dtype.kind not in "iufb":
+        raise GraphDataError(f"{where}: features must be numbers, got dtype {features.dtype}")
+    finite = np.isfinite(features).all(axis=1)
+    if not finite.all():
+        raise GraphDataError(f"{where}: row {int(np.flatnonzero(~finite)[0])}: a feature is NaN or infinite")
     n = features.shape[0]
-    if labels.shape[0] != n:
-        raise ValueError(f"{source}: {labels.shape[0]} labels for {n} feature rows")
-    if labels.numel() and int(labels.min()) < 0:
-        raise ValueError(f"{source}: labels must be non-negative, got {int(labels.min())}")
-    edge_index = undirected_edge_index(pairs, n, source)
-    train, val, test = split
-    return Graph(name, features, edge_index, labels, int(labels.max()) + 1, train, val, test)
+    if labels is None:
+        labels_t, num_classes = torch.zeros(n, dtype=torch.int64), 0
+    else:
+        labels = _labels_array(labels, sources["labels"])
+        if labels.shape[0] != n:
+            raise GraphDataError(f"{sources['labels']}: {labels.shape[0]} labels for {n} nodes (rows of {where})")
+        labels_t, num_classes = torch.as_tensor(labels), int(labels.max()) + 1
+    edge_index = undirected_edge_index(pairs, n, sources["edges"], edge_lines)
+    split_sources = tuple(sources.get(part, f"{name} {part} split") for part in ("train", "val", "test"))
+    train, val, test = _check_split(split, n, split_sources)
+    return Graph(name, torch.as_tensor(features, dtype=torch.float32), edge_index, labels_t, num_classes,
+                 train, val, test)
+
+
+def row_normalize(features: np.ndarray) -> np.ndarray:
+    """Scale each row (n, f) to sum 1 (rows of zeros stay zero), the usual bag-of-words practice."""
+    return features / np.maximum(features.sum(1, keepdims=True), 1e-12)
 
 
 # --------------------------------------------------------------------------------------------
-# Datasets
+# HGCN datasets and the generated tree
 
 
-def _unpickle(path: Path):
-    # The Planetoid files are Python-2 pickles of numpy arrays and scipy.sparse matrices.
-    try:
-        import scipy.sparse  # noqa: F401  (needed by pickle to rebuild the sparse matrices)
-    except ImportError as err:
-        raise ImportError(
-            "loading Cora needs scipy: pip install 'sparse-spectral-training[graph]'"
-        ) from err
-    with open(_require(path), "rb") as f, warnings.catch_warnings():
-        # the pickles name the old scipy.sparse.csr module path, which scipy flags as deprecated
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return pickle.load(f, encoding="latin1")
-
-
-def load_cora(data_dir: str | os.PathLike = "", normalize_features: bool = True) -> Graph:
-    """Cora from the Planetoid raw files in <data_dir>/planetoid/Cora/raw: 2708 nodes, 1433
-    features, 7 classes, standard split (train = first 140, val = next 500, test = the 1000 ids in
-    ind.cora.test.index). ``normalize_features`` scales each row to sum 1 (the usual practice)."""
-    raw = resolve_data_dir(data_dir) / "planetoid" / "Cora" / "raw"
-    parts = {k: _unpickle(raw / f"ind.cora.{k}") for k in ("x", "y", "tx", "ty", "allx", "ally", "graph")}
-    test_path = _require(raw / "ind.cora.test.index")
-    test_ids = np.array([int(line) for line in test_path.read_text().split()], dtype=np.int64)
-    allx, tx = parts["allx"].toarray(), parts["tx"].toarray()
-    if len(test_ids) != tx.shape[0]:
-        raise ValueError(f"{test_path}: {len(test_ids)} test ids for {tx.shape[0]} rows of ind.cora.tx")
-    features = np.vstack([allx, tx]).astype(np.float32)
-    labels_onehot = np.vstack([parts["ally"], parts["ty"]])
-    # Rows of tx/ty are stored in sorted-id order; put them at their true node ids.
-    order = np.sort(test_ids)
-    features[test_ids] = features[order]
-    labels_onehot[test_ids] = labels_onehot[order]
-    if normalize_features:
-        features = features / np.maximum(features.sum(1, keepdims=True), 1e-12)
-    pairs = [(u, v) for u, nbrs in parts["graph"].items() for v in nbrs]
-    n_train = parts["y"].shape[0]
-    split = (
-        torch.arange(n_train),
-        torch.arange(n_train, n_train + 500),
-        torch.as_tensor(np.sort(test_ids)),
-    )
-    return _make_graph("cora", features, np.array(pairs, dtype=np.int64), labels_onehot.argmax(1), split,
-                       str(raw / "ind.cora.graph"))
+def _npz_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        for key in keys:
+            if key not in data.files:
+                raise GraphDataError(f"{path}: missing array {key!r} (has {data.files})")
+        return {key: data[key] for key in keys}
 
 
 def load_airport(data_dir: str | os.PathLike = "", split_seed: int = 0) -> Graph:
     """Airport (HGCN): features = columns 0-3 of ``feats``; label = column 4 binned at
     [7/7, 8/7, 9/7] (4 classes, shifted to start at 0); 70/15/15 random node split."""
-    path = _require(resolve_data_dir(data_dir) / "hgcn" / "airport" / "airport.npz")
-    with np.load(path) as data:
-        for key in ("edges", "feats"):
-            if key not in data.files:
-                raise ValueError(f"{path}: missing array {key!r} (has {data.files})")
-        edges, feats = data["edges"], data["feats"]
+    path = require_file(resolve_data_dir(data_dir) / "hgcn" / "airport" / "airport.npz")
+    arrays = _npz_arrays(path, ("edges", "feats"))
+    edges, feats = arrays["edges"], arrays["feats"]
     if feats.ndim != 2 or feats.shape[1] < 5:
-        raise ValueError(f"{path}: 'feats' must be (n, 5), got {feats.shape}")
+        raise GraphDataError(f"{path}: 'feats' must be (n, 5), got {feats.shape}")
+    if feats.shape[0] == 0:
+        raise GraphDataError(f"{path}: 'feats' has no rows (zero nodes)")
     labels = np.digitize(feats[:, 4], AIRPORT_LABEL_BINS)
     labels = labels - labels.min()
     split = random_node_split(feats.shape[0], split_seed)
-    return _make_graph("airport", feats[:, :4], edges, labels, split, f"{path} 'edges'")
+    sources = {"features": f"{path} 'feats'", "edges": f"{path} 'edges'", "labels": f"{path} 'feats' column 4"}
+    return make_graph("airport", feats[:, :4], edges, labels, split, sources)
 
 
 def _load_csr_npz(path: Path) -> np.ndarray:
     # A scipy.sparse.save_npz CSR file read with numpy alone, so scipy stays optional.
-    with np.load(path) as data:
-        if "format" not in data.files or data["format"].item() not in (b"csr", "csr"):
-            raise ValueError(f"{path}: expected a scipy CSR matrix saved with save_npz")
-        indptr, indices, values = data["indptr"], data["indices"], data["data"]
-        shape = tuple(int(s) for s in data["shape"])
-    dense = np.zeros(shape, dtype=np.float32)
+    arrays = _npz_arrays(path, ("format", "indptr", "indices", "data", "shape"))
+    if arrays["format"].item() not in (b"csr", "csr"):
+        raise GraphDataError(f"{path}: expected a scipy CSR matrix saved with save_npz, got {arrays['format']}")
+    indptr, indices, values = arrays["indptr"], arrays["indices"], arrays["data"]
+    shape = tuple(int(s) for s in arrays["shape"])
+    if len(shape) != 2 or len(indptr) != shape[0] + 1 or indptr[-1] != len(indices) or len(indices) != len(values):
+        raise GraphDataError(
+            f"{path}: inconsistent CSR arrays (shape {shape}, {len(indptr)} indptr, {len(indices)} indices, "
+            f"{len(values)} values)"
+        )
     rows = np.repeat(np.arange(shape[0]), np.diff(indptr))
+    bad = (indices < 0) | (indices >= shape[1])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise GraphDataError(f"{path}: row {rows[i]}: column {indices[i]} is outside [0, {shape[1]})")
+    dense = np.zeros(shape, dtype=np.float32)
     dense[rows, indices] = values
     return dense
 
@@ -293,21 +411,14 @@ def _load_csr_npz(path: Path) -> np.ndarray:
 def load_disease_lp(data_dir: str | os.PathLike = "", split_seed: int = 0) -> Graph:
     """Disease-LP (HGCN): a tree of 2665 nodes, 11 features, binary SIR labels; 70/15/15 node split."""
     root = resolve_data_dir(data_dir) / "hgcn" / "disease_lp"
-    edges_path = _require(root / "disease_lp.edges.csv")
-    feats = _load_csr_npz(_require(root / "disease_lp.feats.npz"))
-    labels = np.load(_require(root / "disease_lp.labels.npy"))
-    with open(edges_path, newline="") as f:
-        try:
-            pairs = [(int(r[0]), int(r[1])) for r in csv.reader(f) if r]
-        except (ValueError, IndexError) as err:
-            raise ValueError(f"{edges_path}: expected lines 'u,v' of integer node ids ({err})") from err
-    if labels.shape[0] != feats.shape[0]:
-        raise ValueError(
-            f"{root / 'disease_lp.labels.npy'}: {labels.shape[0]} labels for {feats.shape[0]} rows "
-            f"of disease_lp.feats.npz"
-        )
+    edges_path = require_file(root / "disease_lp.edges.csv")
+    feats_path, labels_path = require_file(root / "disease_lp.feats.npz"), require_file(root / "disease_lp.labels.npy")
+    feats = _load_csr_npz(feats_path)
+    labels = np.load(labels_path)
+    pairs, lines = read_edge_list(edges_path)
     split = random_node_split(feats.shape[0], split_seed)
-    return _make_graph("disease_lp", feats, np.array(pairs, dtype=np.int64), labels, split, str(edges_path))
+    sources = {"features": str(feats_path), "edges": str(edges_path), "labels": str(labels_path)}
+    return make_graph("disease_lp", feats, pairs, labels, split, sources, lines)
 
 
 def make_disease_tree(num_nodes: int = 1000, num_features: int = 8, seed: int = 0) -> Graph:
@@ -320,9 +431,9 @@ def make_disease_tree(num_nodes: int = 1000, num_features: int = 8, seed: int = 
     edges (so neighbours have similar features, as in the HGCN data). Split 70/15/15 by ``seed``.
     """
     if num_nodes < 10:
-        raise ValueError(f"make_disease_tree: num_nodes must be >= 10, got {num_nodes}")
+        raise ConfigError(f"make_disease_tree: num_nodes must be >= 10, got {num_nodes}")
     if num_features < 2:
-        raise ValueError(f"make_disease_tree: num_features must be >= 2, got {num_features}")
+        raise ConfigError(f"make_disease_tree: num_features must be >= 2, got {num_features}")
     rng = np.random.default_rng(seed)
     parent = np.concatenate([[0], [rng.integers(0, i) for i in range(1, num_nodes)]])
     pairs = np.stack([parent[1:], np.arange(1, num_nodes)], axis=1)
@@ -349,19 +460,5 @@ def make_disease_tree(num_nodes: int = 1000, num_features: int = 8, seed: int = 
     noisy_s = suscept + rng.normal(0, 0.2, num_nodes)
     features = np.concatenate([noisy_s[:, None], position], axis=1)
     split = random_node_split(num_nodes, seed)
-    return _make_graph("disease_tree", features, pairs, infected.astype(np.int64), split, "disease_tree")
-
-
-def load_graph(
-    name: str, data_dir: str | os.PathLike = "", split_seed: int = 0, tree_nodes: int = 1000
-) -> Graph:
-    """Load one of GRAPH_DATASETS by name (``disease_tree`` is generated with ``split_seed``)."""
-    if name == "cora":
-        return load_cora(data_dir)
-    if name == "airport":
-        return load_airport(data_dir, split_seed)
-    if name == "disease_lp":
-        return load_disease_lp(data_dir, split_seed)
-    if name == "disease_tree":
-        return make_disease_tree(tree_nodes, seed=split_seed)
-    raise ValueError(f"unknown graph dataset {name!r}; choose one of {GRAPH_DATASETS}")
+    sources = {"features": "disease_tree features", "edges": "disease_tree edges", "labels": "disease_tree labels"}
+    return make_graph("disease_tree", features, pairs, infected.astype(np.int64), split, sources)

@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,73 @@ def read_parallel(corpus_dir: Path, split: str, src_lang: str, tgt_lang: str) ->
     if len(src) != len(tgt):
         raise DataError(f"misaligned corpus: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}")
     return src, tgt
+
+
+# --------------------------------------------------------------------------------------------
+# Extra test sets: Multi30K test files by name, or parallel files anywhere
+
+MULTI30K_TEST_SETS = ("test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr")
+
+
+def _existing(stem: Path) -> Path | None:
+    # ``stem``.gz or ``stem`` itself, whichever exists (gzip first, as Multi30K ships).
+    for path in (stem.with_name(stem.name + ".gz"), stem):
+        if path.is_file():
+            return path
+    return None
+
+
+def test_set_key(name: str) -> str:
+    """The split name (and metric prefix) of a test set: ``test_<name>``, not doubling a "test_"."""
+    name = re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_") or "set"
+    return name if name.startswith("test_") else f"test_{name}"
+
+
+def resolve_test_set(spec: str | list[str], corpus_dir: Path, src_lang: str, tgt_lang: str) -> tuple[str, Path, Path]:
+    """(split key, source file, target file) of one test set.
+
+    ``spec``: a file-name stem in ``corpus_dir`` (a Multi30K test set such as test_2017_flickr);
+    or a path prefix with files ``<prefix>.<src_lang>`` and ``<prefix>.<tgt_lang>`` (each may end
+    in .gz); or a pair [source file, target file] (on the command line "source,target"). Raises
+    FileNotFoundError listing the places tried.
+    """
+    if isinstance(spec, str) and "," in spec:
+        spec = spec.split(",")
+    if not isinstance(spec, str):
+        if len(spec) != 2 or not all(isinstance(p, str) and p for p in spec):
+            raise ValueError(f"test set {spec!r}: a pair must be [source file, target file]")
+        src, tgt = (Path(p).expanduser() for p in spec)
+        for path in (src, tgt):
+            if not path.is_file():
+                raise FileNotFoundError(f"test set {spec!r}: {path} does not exist")
+        name = src.name.removesuffix(".gz")
+        stem = name.removesuffix(f".{src_lang}") if name.endswith(f".{src_lang}") else Path(name).stem
+        return test_set_key(stem), src, tgt
+    places = [] if "/" in spec or os.sep in spec else [corpus_dir / spec]
+    places.append(Path(spec).expanduser())
+    for prefix in places:
+        src, tgt = _existing(prefix.with_name(f"{prefix.name}.{src_lang}")), _existing(
+            prefix.with_name(f"{prefix.name}.{tgt_lang}"))
+        if src and tgt:
+            return test_set_key(prefix.name), src, tgt
+    tried = [f"{p}.{lang}[.gz]" for p in places for lang in (src_lang, tgt_lang)]
+    raise FileNotFoundError(f"test set {spec!r} not found; tried {tried} (Multi30K names: {list(MULTI30K_TEST_SETS)})")
+
+
+def read_parallel_files(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
+    """Aligned (source, target) sentences of two files; their line counts must agree."""
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise ValueError(f"misaligned test set: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}")
+    return src, tgt
+
+
+def tokenizer_fingerprint(corpus_dir: Path, src_lang: str, tgt_lang: str, vocab_size: int) -> str:
+    """The cache key of the BPE vocabulary trained on ``corpus_dir``'s training files: equal keys,
+    equal tokenizers (so a run evaluated on another data root can tell whether its ids still mean
+    the same subwords)."""
+    files = [_split_path(corpus_dir, "train", src_lang), _split_path(corpus_dir, "train", tgt_lang)]
+    return _fingerprint(files, vocab_size)
 
 
 # --------------------------------------------------------------------------------------------

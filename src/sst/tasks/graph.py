@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,13 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sst.schema import ConfigError, check_range
-from sst.data.graphs import Graph, LinkSplit, load_graph, sample_negative_edges, split_edges
+from sst.data.graph_datasets import check_dataset_name, load_graph
+from sst.data.graphs import Graph, GraphDataError, LinkSplit, sample_negative_edges, split_edges
 from sst.models.hyperbolic_gcn import HyboNetGCN
 from sst.models.modes import eval_mode
 from sst.tasks.base import Task, TaskConfig
-
-GraphDataset = Literal["cora", "airport", "disease_lp", "disease_tree"]
-
 
 # --------------------------------------------------------------------------------------------
 # Metrics
@@ -93,8 +91,9 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
 class GraphTaskConfig(TaskConfig):
     """Shared settings of the graph tasks (a HyboNet GCN on one graph, full batch)."""
 
-    dataset: GraphDataset = "cora"
+    dataset: str = "cora"  # cora, citeseer, pubmed, airport, disease_lp, disease_tree or path:<folder>
     data_dir: str = ""  # "": $SST_DATA_DIR or ../shared/data
+    download: bool = False  # fetch a missing Planetoid dataset into the cache (needs internet)
     hidden: int = 16  # manifold dimension of the hidden layers
     n_layers: int = 2
     dropout: float = 0.0
@@ -104,6 +103,7 @@ class GraphTaskConfig(TaskConfig):
     tree_nodes: int = 1000  # size of the generated disease_tree graph
 
     def __post_init__(self) -> None:
+        check_dataset_name(self.dataset)
         for key in ("hidden", "n_layers"):
             check_range(f"task.{key}", getattr(self, key), low=1)
         check_range("task.dropout", self.dropout, low=0, high=1, high_inclusive=False)
@@ -113,7 +113,7 @@ class GraphTaskConfig(TaskConfig):
 
 @dataclass
 class NodeClassificationConfig(GraphTaskConfig):
-    """Node classification (Cora: standard split; others: 70/15/15 random split by split_seed)."""
+    """Node classification (Planetoid: standard split; folders: their split files; else 70/15/15)."""
 
     name: str = "node_classification"
 
@@ -123,7 +123,7 @@ class LinkPredictionConfig(GraphTaskConfig):
     """Link prediction with a Fermi-Dirac decoder p = 1 / (exp((d^2 - r) / t) + 1)."""
 
     name: str = "link_prediction"
-    dataset: GraphDataset = "disease_lp"
+    dataset: str = "disease_lp"
     r: float = 2.0
     t: float = 1.0
     val_fraction: float = 0.05
@@ -162,7 +162,7 @@ class _GraphTask(Task):
     @cached_property
     def graph(self) -> Graph:
         c = self.config
-        return load_graph(c.dataset, c.data_dir, c.split_seed, c.tree_nodes)
+        return load_graph(c.dataset, c.data_dir, c.split_seed, c.tree_nodes, c.download)
 
     def _model_kwargs(self) -> dict[str, Any]:
         c = self.config
@@ -190,6 +190,9 @@ class NodeClassificationTask(_GraphTask):
     report_metric = "test_f1"
 
     def build_model(self) -> nn.Module:
+        if self.graph.num_classes == 0:
+            raise GraphDataError(f"{self.config.dataset}: node classification needs labels "
+                                 f"(labels.npy or labels.csv in the folder)")
         return HyboNetGCN(n_classes=self.graph.num_classes, **self._model_kwargs())
 
     def train_batch(self, index: int) -> dict[str, torch.Tensor]:

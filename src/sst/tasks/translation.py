@@ -7,8 +7,10 @@ BLEU = sacreBLEU corpus score of detokenized greedy (or beam) outputs against th
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,8 +53,11 @@ class TranslationTaskConfig(TaskConfig):
     cache_dir: str = ""  # "": sst.data.cache.default_cache_dir ($SST_CACHE_DIR, ~/.cache/sst, ...)
     geometry: Literal["euclidean", "lorentz"] = "euclidean"
     curvature: float = 1.0  # lorentz: K of the hyperboloid <x, x>_L = -K (curvature -1/K)
+    # also scored at the end: Multi30K names (test_2017_flickr, ...), path prefixes or [src, tgt] pairs
+    test_sets: list[str | list[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        check_test_sets(self.test_sets)
         check_range("task.curvature", self.curvature, low=0, low_inclusive=False)
         for field in ("d_model", "n_layers", "n_heads", "max_tokens", "beam_size"):
             check_range(f"task.{field}", getattr(self, field), low=1)
@@ -72,6 +77,17 @@ class TranslationTaskConfig(TaskConfig):
             )
         if self.src_lang == self.tgt_lang:
             raise ConfigError(f"task.tgt_lang: equals task.src_lang={self.src_lang!r}")
+
+
+def check_test_sets(test_sets: list) -> None:
+    """ConfigError naming ``task.test_sets[i]`` for an empty entry or a pair that is not two paths."""
+    for i, spec in enumerate(test_sets):
+        parts = spec.split(",") if isinstance(spec, str) and "," in spec else spec
+        if isinstance(parts, str):
+            if not parts.strip():
+                raise ConfigError(f"task.test_sets[{i}]: empty test set name")
+        elif len(parts) != 2 or not all(isinstance(p, str) and p.strip() for p in parts):
+            raise ConfigError(f"task.test_sets[{i}]: a pair must be [source file, target file], got {spec!r}")
 
 
 def build_translation_model(cfg: TranslationTaskConfig, vocab_size: int) -> nn.Module:
@@ -130,6 +146,11 @@ class TranslationTask(Task):
         )
         self.train_split = self.data.splits["train"]
         self.train_batches = self.train_split.batches(config.max_tokens)
+        self.tokenizer_key = mt_data.tokenizer_fingerprint(
+            corpus_dir, config.src_lang, config.tgt_lang, config.vocab_size)
+        self.test_set_files: dict[str, tuple[Path, Path]] = {}
+        self.test_set_keys = [self.add_test_set(spec) for spec in config.test_sets]
+        warn_if_data_root_moved(self.run_dir, self.describe())
 
     # -- training ----------------------------------------------------------------------------
 
@@ -198,7 +219,33 @@ class TranslationTask(Task):
         return metrics
 
     def final_metrics(self, model: nn.Module) -> dict[str, float]:
-        return self.evaluate(model, "test")
+        """The test split, then every ``task.test_sets`` entry as test_<name>_{loss,ppl,bleu}."""
+        metrics = self.evaluate(model, "test")
+        for key in self.test_set_keys:
+            metrics.update(self.evaluate(model, key))
+        return metrics
+
+    # -- extra test sets ---------------------------------------------------------------------
+
+    def add_test_set(self, spec: str | list[str]) -> str:
+        """Read and tokenize a test set (see ``mt_data.resolve_test_set``); returns its split key."""
+        cfg = self.config
+        key, src_path, tgt_path = mt_data.resolve_test_set(spec, self.data.corpus_dir, cfg.src_lang, cfg.tgt_lang)
+        files = (src_path.resolve(), tgt_path.resolve())
+        if key in self.test_set_files:
+            if self.test_set_files[key] != files:
+                raise ConfigError(f"test set {spec!r}: its name {key!r} is taken by {self.test_set_files[key][0]}")
+            return key
+        src, tgt = mt_data.read_parallel_files(src_path, tgt_path)
+        self.data.splits[key] = mt_data.ParallelSplit(
+            src, tgt, mt_data.encode(self.data.tokenizer, src, cfg.max_len),
+            mt_data.encode(self.data.tokenizer, tgt, cfg.max_len))
+        self.test_set_files[key] = files
+        return key
+
+    def evaluate_test_set(self, model: nn.Module, spec: str | list[str], max_batches: int = 0) -> dict[str, float]:
+        """{test_<name>_loss, test_<name>_ppl, test_<name>_bleu} of one test set (name, prefix or pair)."""
+        return self.evaluate(model, self.add_test_set(spec), max_batches)
 
     def epochs_seen(self, units: float, steps: int) -> float:
         """Target tokens seen / target tokens in the training split."""
@@ -208,9 +255,31 @@ class TranslationTask(Task):
         cfg = self.config
         return {
             "corpus_dir": str(self.data.corpus_dir),
+            "data_root": str(self.data.corpus_dir.resolve()),
+            "tokenizer": self.tokenizer_key,
+            "test_sets": {key: [str(p) for p in files] for key, files in self.test_set_files.items()},
             "pair": f"{cfg.src_lang}-{cfg.tgt_lang}",
             "vocab_size": self.data.vocab_size,
             "sentences": {split: len(s) for split, s in self.data.splits.items()},
             "train_batches_per_epoch": len(self.train_batches),
             "train_tokens": sum(len(t) + 1 for t in self.train_split.tgt_ids),
         }
+
+
+def warn_if_data_root_moved(run_dir: Path, now: dict[str, Any]) -> None:
+    """Warn when a finished run in ``run_dir`` (its results.json) was trained on another data root
+    than ``now`` (this task's ``describe()``), and say whether the tokenizer changed with it."""
+    try:
+        recorded = json.loads((Path(run_dir) / "results.json").read_text()).get("task", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(recorded, dict) or recorded.get("data_root") in (None, now["data_root"]):
+        return
+    same = recorded.get("tokenizer") == now["tokenizer"]
+    warnings.warn(
+        f"{run_dir} was trained on data in {recorded['data_root']}, but this task reads {now['data_root']} "
+        f"(task.data_dir / $SST_DATA_DIR): "
+        + ("its training files are identical, so the vocabulary is the same" if same else
+           "its training files differ, so the BPE vocabulary differs and the scores are not comparable"),
+        stacklevel=2,
+    )
