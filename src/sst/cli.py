@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from sst.config import list_presets, load_config
-from sst.errors import SSTError
+from sst.errors import ConfigError, SSTError, UsageError
 
 DEBUG_ENV = "SST_DEBUG"
 
@@ -132,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.test_set:
         score = getattr(run.task, "evaluate_test_set", None)
         if score is None:
-            raise ConfigError(f"--test-set: the {run.config.task.name} task has no extra test sets")
+            raise UsageError(f"--test-set: the {run.config.task.name} task has no extra test sets")
         metrics = {k: v for spec in args.test_set for k, v in score(run.model, spec, args.max_batches).items()}
     else:
         metrics = run.task.evaluate(run.model, args.split, args.max_batches)

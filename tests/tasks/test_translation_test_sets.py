@@ -9,6 +9,7 @@ import pytest
 from sst.cli import main
 from sst.config import ConfigError, build_config
 from sst.data import translation as mt
+from sst.errors import UsageError
 from sst.tasks.translation import TranslationTask, TranslationTaskConfig
 from sst.train.loop import train
 
@@ -52,6 +53,9 @@ def test_test_sets_are_scored_with_bleu_and_perplexity(tmp_path):
     # scoring a set again by another spelling of the same files reuses it
     assert task.evaluate_test_set(model, str(corpus / "test_2017_flickr")) == pytest.approx(
         {k: v for k, v in final.items() if k.startswith("test_2017_flickr")})
+    with pytest.raises(UsageError, match=r"unknown split 'train': the translation task has \['val', 'test', "
+                                         r"'test_2017_flickr', 'test_newstest', 'test_mine_de'\]"):
+        task.evaluate(model, "train")
 
 
 def test_test_set_errors(tmp_path):

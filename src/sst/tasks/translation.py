@@ -193,8 +193,9 @@ class TranslationTask(Task):
     def evaluate(self, model: nn.Module, split: str = "val", max_batches: int = 0) -> dict[str, float]:
         """{split_loss (unsmoothed NLL per token), split_ppl, split_bleu}; ``max_batches`` limits
         the loss batches (a fixed random subset); BLEU uses ``bleu_max_sentences``."""
-        if split not in ("val", "test"):
-            raise UsageError(f"unknown split {split!r}: the translation task has 'val' and 'test'")
+        splits = [name for name in self.data.splits if name != "train"]  # val, test, task.test_sets
+        if split not in splits:
+            raise UsageError(f"unknown split {split!r}: the translation task has {splits}")
         data = self.data.splits[split]
         device = next(model.parameters()).device
         with eval_mode(model):
