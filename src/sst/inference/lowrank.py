@@ -213,21 +213,24 @@ def _dtype_of(layer: nn.Module) -> torch.dtype:
     return next(p.dtype for p in layer.parameters())
 
 
-def lowrank_model(model: nn.Module, ranks: dict[str, dict | LayerRank]) -> nn.Module:
+def lowrank_model(model: nn.Module, ranks: dict[str, dict | LayerRank],
+                  layer_cls: type[FactoredLinear] | None = None) -> nn.Module:
     """Give ``model`` empty layers in the shapes ``prune_model`` recorded (to load saved weights).
 
-    ``ranks``: names -> LayerRank (or its dict). Factored layers become LowRankLinear of that rank;
+    ``ranks``: names -> LayerRank (or its dict). Factored layers become ``layer_cls`` (default
+    LowRankLinear; any class built as ``(in, out, rank, use_bias, device, dtype)``) of that rank;
     the others stay nn.Linear. Returns ``model`` (modified in place).
     """
+    layer_cls = layer_cls or LowRankLinear
     modules = dict(model.named_modules())
     targets = {}
     for name, info in ranks.items():
         info = info if isinstance(info, LayerRank) else LayerRank(**info)
         if name not in modules:
-            raise ValueError(f"layer {name!r} of the low-rank description is not in {type(model).__name__}")
+            raise UsageError(f"layer {name!r} of the saved rank description is not in {type(model).__name__}")
         if info.factored:
             targets[name] = (modules[name], info)
-    replace_modules(model, {n: m for n, (m, _) in targets.items()}, lambda n, m: LowRankLinear(
+    replace_modules(model, {n: m for n, (m, _) in targets.items()}, lambda n, m: layer_cls(
         targets[n][1].in_features, targets[n][1].out_features, targets[n][1].rank,
         use_bias=getattr(m, "bias", None) is not None, device=next(m.parameters()).device, dtype=_dtype_of(m),
     ))

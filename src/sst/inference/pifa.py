@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sst.inference.lowrank import LayerRank, LowRankLinear
+from sst.inference.lowrank import LayerRank, LowRankLinear, lowrank_model
 from sst.methods.surgery import check_layer_rank, replace_modules
 from sst.spectral.factored import FactoredLinear
 
@@ -113,16 +113,4 @@ def pifa_from_lowrank(model: nn.Module, ranks: dict[str, LayerRank]) -> dict[str
 
 def pifa_model(model: nn.Module, ranks: dict[str, dict | LayerRank]) -> nn.Module:
     """Give ``model`` empty PIFALinear layers in the shapes ``ranks`` records (to load saved weights)."""
-    modules = dict(model.named_modules())
-    infos = {}
-    for name, info in ranks.items():
-        info = info if isinstance(info, LayerRank) else LayerRank(**info)
-        if name not in modules:
-            raise ValueError(f"layer {name!r} of the PIFA description is not in {type(model).__name__}")
-        if info.factored:
-            infos[name] = info
-    replace_modules(model, {n: modules[n] for n in infos}, lambda n, m: PIFALinear(
-        infos[n].in_features, infos[n].out_features, infos[n].rank, use_bias=getattr(m, "bias", None) is not None,
-        device=next(m.parameters()).device, dtype=next(m.parameters()).dtype,
-    ))
-    return model
+    return lowrank_model(model, ranks, PIFALinear)

@@ -213,5 +213,5 @@ class LMTask(Task):
             "train_sequences": self.n_train_sequences,
             "seq_len": self.config.seq_len,
             "test_split": "none",
-            "tokenizer": str(d.tokenizer_path),
+            "tokenizer": d.tokenizer_path.name,  # a content-keyed cache file; the folder is per machine
         }
