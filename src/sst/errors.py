@@ -1,4 +1,5 @@
 """The errors a user can cause, one type per kind; the CLI prints any ``SSTError`` as one line.
+``RunWarning`` (and ``warn``) is the one warning type for what does not stop a run.
 
 Each message names the key, file or row at fault and, where one exists, the way out. Each type
 also derives from the built-in error it refines (ValueError, FileNotFoundError, ...), so code that
@@ -6,6 +7,8 @@ catches the built-in keeps working.
 """
 
 from __future__ import annotations
+
+import warnings
 
 
 class SSTError(Exception):
@@ -39,3 +42,12 @@ class CheckpointError(SSTError, RuntimeError):
 
 class NonFiniteError(SSTError, RuntimeError):
     """Training produced a NaN or infinite loss, gradient, parameter or optimizer state."""
+
+
+class RunWarning(UserWarning):
+    """Something about a run the user should know that does not stop it."""
+
+
+def warn(message: str) -> None:
+    """Issue a ``RunWarning`` (the CLI shows it as one ``sst: warning:`` line)."""
+    warnings.warn(message, RunWarning, stacklevel=2)

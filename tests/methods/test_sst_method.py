@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -80,8 +81,12 @@ def test_singular_value_state_kept_when_asked(tiny_mlp):
         assert float(opt.state[layer.U_active]["exp_avg_sq"].abs().max()) == 0
 
 
-def test_rounds_resvd_each_layer_after_ceil_k_over_r_iterations(tiny_mlp):
-    model, method, opt, x, y = _setup(tiny_mlp)
+@pytest.mark.parametrize("stagger, expected", [
+    (False, [(4, 1), (7, 1), (8, 1)]),  # the paper's schedule: every layer's round starts at 0
+    (True, [(4, 1), (6, 1), (8, 1)]),  # layer 1's first round is 1 iteration shorter, then every 7
+])
+def test_rounds_resvd_each_layer_after_ceil_k_over_r_iterations(tiny_mlp, stagger, expected):
+    model, method, opt, x, y = _setup(tiny_mlp, stagger_resvd=stagger)
     layers = SSTMethod.layers(model)  # k = 12 and 20 with r = 3 -> rounds of 4 and 7 iterations
     resvd_at = []
     for step in range(1, 4 * 8 + 1):
@@ -93,7 +98,7 @@ def test_rounds_resvd_each_layer_after_ceil_k_over_r_iterations(tiny_mlp):
         if events.get("resvd"):
             resvd_at.append((step // 4, events["resvd"]))
     assert [math.ceil(layer.k / layer.rank) for layer in layers] == [4, 7]
-    assert resvd_at == [(4, 1), (7, 1), (8, 1)]
+    assert resvd_at == expected
 
 
 def test_lr_rewarms_after_each_boundary(tiny_mlp):

@@ -81,7 +81,7 @@ class TrainingMethod:
         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
     ) -> torch.optim.Optimizer:
         groups = [g for g in self.param_groups(model, weight_decay) if g["params"]]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **adamw_kernel(groups))
 
     # -- per-step events -----------------------------------------------------------------------
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> dict:
@@ -104,6 +104,17 @@ class TrainingMethod:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.svd_seconds = float(state.get("svd_seconds", 0.0))
+
+
+def adamw_kernel(groups: list[dict]) -> dict:
+    """``fused=True`` when every parameter is a float tensor on a CPU or CUDA device (one kernel
+    for all tensors instead of a loop over them: SST and LoRA train many small tensors);
+    otherwise torch's default (foreach where supported)."""
+    params = [p for g in groups for p in g["params"]]
+    fusable = params and all(
+        p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+        and type(p.data) is torch.Tensor for p in params)
+    return {"fused": True} if fusable else {}
 
 
 def restart_warmup(step: int, every: int, warmup: int) -> float:

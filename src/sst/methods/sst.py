@@ -3,7 +3,9 @@
 Every ``resample_every`` steps (an iteration) each layer writes its active vectors back, samples
 r new ones, and the optimizer moments of the active tensors (and of S, by default) are zeroed; the
 LR re-warms over ``restart_warmup_steps``. After ``round_every`` iterations (default ceil(k / r))
-a layer is re-orthogonalised by an SVD of U diag(S) Vh. See SST-SPEC sections 2-4.
+a layer is re-orthogonalised by an SVD of U diag(S) Vh; with ``stagger_resvd`` the layers' rounds
+are offset (layer j's first round is j mod T2 iterations shorter) so that no step pays for every
+layer's SVD. See SST-SPEC sections 2-4.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from sst.errors import warn
 from sst.methods.base import MethodConfig, TrainingMethod, broadcast_tensors, require_finite, restart_warmup
 from sst.schema import check_range
 from sst.methods.surgery import check_rank, find_targets, replace_modules
 from sst.optim.moments import permute_state, reset_state
 from sst.spectral.functional import SamplingMode
-from sst.spectral.linear import SpectralLinear
+from sst.spectral.linear import SpectralLinear, project_all_
+from sst.spectral.products import ProductMode
 
 
 @dataclass
@@ -40,6 +44,9 @@ class SSTConfig(MethodConfig):
     restart_warmup_steps: int = 10
     svd_dtype: Literal["float32", "float64"] = "float32"
     eps: float = 1e-8
+    frozen_dtype: Literal["same", "bfloat16"] = "same"  # storage of U_frozen / Vh_frozen
+    product: ProductMode = "auto"  # how x W^T is evaluated (sst.spectral.products)
+    stagger_resvd: bool = True  # offset the layers' rounds so their re-SVDs fall on different steps
 
     def __post_init__(self):
         super().__post_init__()
@@ -56,12 +63,21 @@ class SSTMethod(TrainingMethod):
         targets = find_targets(model, cfg.target_modules, cfg.exclude_modules)
         check_rank(targets, cfg.rank)
         start = time.perf_counter()
+        frozen = None if cfg.frozen_dtype == "same" else getattr(torch, cfg.frozen_dtype)
         replace_modules(model, targets, lambda _, lin: SpectralLinear.from_dense(
             lin, cfg.rank, cfg.sampling, self.generator, getattr(torch, cfg.svd_dtype),
-            enhanced_gradient=cfg.enhanced_gradient, eps=cfg.eps,
+            enhanced_gradient=cfg.enhanced_gradient, eps=cfg.eps, frozen_dtype=frozen, product=cfg.product,
         ))
+        if cfg.stagger_resvd:
+            with torch.no_grad():
+                for j, layer in enumerate(self.layers(model)):
+                    layer.iteration += j % self.round_length(layer)
         self.svd_seconds += time.perf_counter() - start
         return model
+
+    def round_length(self, layer: SpectralLinear) -> int:
+        """T2 of ``layer``: iterations between its re-SVDs."""
+        return self.config.round_every or math.ceil(layer.k / layer.rank)
 
     @staticmethod
     def layers(model: nn.Module) -> list[SpectralLinear]:
@@ -80,18 +96,23 @@ class SSTMethod(TrainingMethod):
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> dict:
         cfg = self.config
         layers = self.layers(model)
-        for layer in layers:
-            layer.project_(cfg.normalize_vectors)
+        project_all_(layers, cfg.normalize_vectors)
         if step % cfg.resample_every != 0:
             return {}
         require_finite([t for layer in layers for t in (layer.S, layer.U_active, layer.Vh_active)],
                        "singular-value / active-vector tensors of the spectral layers")
         start = time.perf_counter()
         resvd = 0
+        names = {id(m): n for n, m in model.named_modules()}
         for layer in layers:
-            per_round = cfg.round_every or math.ceil(layer.k / layer.rank)
-            if int(layer.iteration) >= per_round:
+            if int(layer.iteration) >= self.round_length(layer):
                 moved = layer.resvd_(getattr(torch, cfg.svd_dtype))
+                if moved is None:  # the SVD failed twice: keep the factors, start a new round
+                    warn(f"re-SVD of {names.get(id(layer), 'a spectral layer')} failed in "
+                         f"{cfg.svd_dtype} and float64 at step {step}; its current factors are kept")
+                    layer.iteration.zero_()
+                    moved = torch.arange(layer.k, device=layer.S.device)
+                    resvd -= 1
                 broadcast_tensors(
                     [layer.U_active, layer.Vh_active, layer.S, layer.U_frozen, layer.Vh_frozen, moved]
                 )

@@ -1,6 +1,7 @@
 """Pure functions of the spectral parametrisation W = U diag(S) Vh (torch only).
 
-svd_factors takes the thin SVD in float32/float64 whatever the storage dtype; sampling_probabilities
+svd_factors takes the thin SVD in float32/float64 whatever the storage dtype (robust_svd retries a
+failed one in float64); sampling_probabilities
 and sample_indices choose which r singular vectors train during an iteration (SST-SPEC section 4);
 match_components pairs the components of a re-SVD with the ones they continue.
 """
@@ -28,6 +29,24 @@ def svd_factors(
     dtype = torch.promote_types(dtype, weight.dtype)
     U, S, Vh = torch.linalg.svd(weight.detach().to(dtype), full_matrices=False)
     return U, S, Vh
+
+
+def robust_svd(
+    weight: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``svd_factors`` that survives a failed SVD: retried in float64 when ``dtype`` does not
+    converge or gives non-finite factors; None when the float64 SVD fails too (or ``weight``
+    itself holds NaN/inf), so the caller keeps what it has instead of storing NaN."""
+    if not bool(torch.isfinite(weight).all()):
+        return None
+    for attempt in dict.fromkeys((dtype, torch.float64)):
+        try:
+            factors = svd_factors(weight, attempt)
+        except RuntimeError:  # torch.linalg.LinAlgError (no convergence) is a RuntimeError
+            continue
+        if all(bool(torch.isfinite(t).all()) for t in factors):
+            return factors
+    return None
 
 
 def compose(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:

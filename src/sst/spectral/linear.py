@@ -18,9 +18,10 @@ from sst.spectral.functional import (
     compose,
     complement,
     match_components,
+    robust_svd,
     sample_indices,
-    svd_factors,
 )
+from sst.spectral.products import ProductMode, compose_split, spectral_product
 
 
 class SpectralLinear(FactoredLinear):
@@ -30,6 +31,9 @@ class SpectralLinear(FactoredLinear):
     r values belong to the active vectors), ``bias`` (out,) or None.
     Buffers: ``U_frozen`` (out, k - r), ``Vh_frozen`` (k - r, in), ``active_idx`` (r,) and
     ``frozen_idx`` (k - r,) canonical indices of the slots, ``iteration`` (iterations since re-SVD).
+    ``frozen_dtype`` stores the frozen buffers in a lower precision (bf16 halves the layer's
+    largest tensors); S and the active vectors keep ``dtype``. ``product`` picks how the forward
+    evaluates x W^T (``sst.spectral.products``); no mode keeps W alive for backward.
     """
 
     def __init__(
@@ -42,6 +46,8 @@ class SpectralLinear(FactoredLinear):
         eps: float = 1e-8,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        frozen_dtype: torch.dtype | None = None,
+        product: ProductMode = "auto",
     ):
         super().__init__()
         k = min(in_features, out_features)
@@ -53,13 +59,15 @@ class SpectralLinear(FactoredLinear):
         self.in_features, self.out_features, self.rank, self.k = in_features, out_features, rank, k
         self.enhanced_gradient = enhanced_gradient
         self.eps = eps
+        self.product = product
         kw = {"device": device, "dtype": dtype}
         self.U_active = nn.Parameter(torch.empty(out_features, rank, **kw))
         self.Vh_active = nn.Parameter(torch.empty(rank, in_features, **kw))
         self.S = nn.Parameter(torch.empty(k, **kw))
         self.bias = nn.Parameter(torch.zeros(out_features, **kw)) if use_bias else None
-        self.register_buffer("U_frozen", torch.empty(out_features, k - rank, **kw))
-        self.register_buffer("Vh_frozen", torch.empty(k - rank, in_features, **kw))
+        frozen = {"device": device, "dtype": frozen_dtype or dtype}
+        self.register_buffer("U_frozen", torch.empty(out_features, k - rank, **frozen))
+        self.register_buffer("Vh_frozen", torch.empty(k - rank, in_features, **frozen))
         long = {"device": device, "dtype": torch.long}
         self.register_buffer("active_idx", torch.arange(rank, **long))
         self.register_buffer("frozen_idx", torch.arange(rank, k, **long))
@@ -90,8 +98,13 @@ class SpectralLinear(FactoredLinear):
         )
         if weight.is_meta:
             return layer
-        U, S, Vh = svd_factors(weight, svd_dtype)
-        layer.load_factors_(U, S, Vh)
+        found = robust_svd(weight, svd_dtype)
+        if found is None:
+            raise ValueError(
+                f"cannot factor a {tuple(weight.shape)} weight: it holds NaN/inf or its SVD does not "
+                "converge (even in float64)"
+            )
+        layer.load_factors_(*found)
         if linear.bias is not None:
             with torch.no_grad():
                 layer.bias.copy_(linear.bias)
@@ -120,21 +133,21 @@ class SpectralLinear(FactoredLinear):
         Vh = torch.empty(self.k, self.in_features, dtype=self.S.dtype, device=self.S.device)
         S = torch.empty_like(self.S, requires_grad=False)
         with torch.no_grad():
-            U[:, perm] = torch.cat([self.U_active, self.U_frozen], dim=1)
-            Vh[perm] = torch.cat([self.Vh_active, self.Vh_frozen], dim=0)
+            U[:, perm] = torch.cat([self.U_active, self.U_frozen.to(U.dtype)], dim=1)
+            Vh[perm] = torch.cat([self.Vh_active, self.Vh_frozen.to(Vh.dtype)], dim=0)
             S[perm] = self.S
         return U, S, Vh
 
     def weight(self) -> torch.Tensor:
-        """The dense weight (out, in), differentiable w.r.t. U_active, Vh_active and S."""
-        return _SpectralWeight.apply(
-            self.U_active, self.S, self.Vh_active, self.U_frozen, self.Vh_frozen,
-            self.enhanced_gradient, self.eps,
-        )
+        """The dense weight (out, in), differentiable (plain gradient) w.r.t. U_active, Vh_active, S."""
+        return compose_split(self.U_active, self.S, self.Vh_active, self.U_frozen, self.Vh_frozen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., in) -> (..., out)."""
-        return nn.functional.linear(x, self.weight(), self.bias)
+        """x (..., in) -> (..., out), with the (enhanced) spectral gradient of ``SpectralProduct``."""
+        return spectral_product(
+            x, self.U_active, self.S, self.Vh_active, self.U_frozen, self.Vh_frozen, self.bias,
+            self.enhanced_gradient, self.eps, self.product,
+        )
 
     def trainable_count(self) -> int:
         """r (out + in) + k (+ out for the bias): the spec's per-layer trainable size."""
@@ -190,16 +203,20 @@ class SpectralLinear(FactoredLinear):
         return moved
 
     @torch.no_grad()
-    def resvd_(self, svd_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def resvd_(self, svd_dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
         """Re-orthogonalise: U, S, Vh <- svd(U diag(S) Vh); the function is unchanged.
 
         The SVD renumbers the components in descending-S order. Returns the slot permutation
         ``moved`` (k,) that maps each new singular value to the old slot of the component it
         continues (largest overlap, see ``match_components``): per-slot state indexed
-        state[moved] follows its singular value, as after ``set_active_``.
+        state[moved] follows its singular value, as after ``set_active_``. Returns None, with
+        the factors untouched, when the SVD fails in ``svd_dtype`` and in float64 (``robust_svd``).
         """
         U, S, Vh = (t.to(torch.promote_types(svd_dtype, self.S.dtype)) for t in self.factors())
-        U2, S2, Vh2 = svd_factors(compose(U, S, Vh), U.dtype)
+        found = robust_svd(compose(U, S, Vh), U.dtype)
+        if found is None:
+            return None
+        U2, S2, Vh2 = (t.to(U.dtype) for t in found)
         continues = match_components(U, Vh, U2, Vh2)  # new canonical -> old canonical
         slot = torch.argsort(self.perm)  # canonical -> slot; the active index set is kept
         self.load_factors_(U2.to(self.S.dtype), S2.to(self.S.dtype), Vh2.to(self.S.dtype))
@@ -209,55 +226,28 @@ class SpectralLinear(FactoredLinear):
     @torch.no_grad()
     def project_(self, normalize_vectors: bool = True) -> None:
         """After an optimizer step: S <- max(S, 0); active vectors rescaled to unit norm."""
-        self.S.clamp_(min=0)
-        if normalize_vectors:
-            self.U_active.div_(self.U_active.norm(dim=0, keepdim=True).clamp_min(self.eps))
-            self.Vh_active.div_(self.Vh_active.norm(dim=1, keepdim=True).clamp_min(self.eps))
+        project_all_([self], normalize_vectors)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"rank={self.rank}, k={self.k}, bias={self.bias is not None}"
+            + (f", frozen_dtype={self.U_frozen.dtype}" if self.U_frozen.dtype != self.S.dtype else "")
         )
 
 
-class _SpectralWeight(torch.autograd.Function):
-    """W = U_a diag(S_a) Vh_a + U_f diag(S_f) Vh_f with a hand-written backward.
-
-    One function instead of a chain of cats, gathers and scalings keeps the per-layer kernel count
-    (and so the launch overhead on GPUs) low. Given G = dL/dW (out, in):
-    dS_i = U_i^T G Vh_i^T for every i; dU_a = G Vh_a^T diag(S_a) and dVh_a = diag(S_a) U_a^T G, or,
-    with the enhanced gradient, the same divided by |S_a| + eps: the factor S_i / (|S_i| + eps) is
-    about 1 for S_i >> eps and 0 for a vector whose singular value was clamped to 0.
-    """
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, U_a, S, Vh_a, U_f, Vh_f, enhanced: bool, eps: float):
-        r = U_a.shape[1]
-        W = (U_a * S[:r]) @ Vh_a
-        if U_f.shape[1]:
-            W = torch.addmm(W, U_f * S[r:], Vh_f)
-        ctx.save_for_backward(U_a, S, Vh_a, U_f, Vh_f)
-        ctx.enhanced, ctx.eps = enhanced, eps
-        return W
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, G):
-        U_a, S, Vh_a, U_f, Vh_f = ctx.saved_tensors
-        r = U_a.shape[1]
-        # Matmuls run in G's dtype (bf16 under autocast, on any device); the reductions that
-        # give dS accumulate in float32 so small singular-value gradients are not rounded away.
-        low, acc = G.dtype, torch.promote_types(S.dtype, torch.float32)
-        GV = G @ Vh_a.T.to(low)  # (out, r)
-        UG = U_a.T.to(low) @ G  # (r, in)
-        dS_a = (U_a.to(acc) * GV.to(acc)).sum(0)
-        if U_f.shape[1]:
-            dS_f = ((U_f.T.to(low) @ G).to(acc) * Vh_f.to(acc)).sum(1)
-        else:
-            dS_f = dS_a.new_zeros(0)
-        dS = torch.cat([dS_a, dS_f]).to(S.dtype)
-        scale = S[:r] / (S[:r].abs() + ctx.eps) if ctx.enhanced else S[:r]
-        dU, dVh = GV * scale, UG * scale[:, None]
-        return dU.to(U_a.dtype), dS, dVh.to(Vh_a.dtype), None, None, None, None
+@torch.no_grad()
+def project_all_(layers: list[SpectralLinear], normalize_vectors: bool = True) -> None:
+    """``project_`` for many layers with one foreach kernel per operation (not one per layer):
+    S <- max(S, 0); U_active columns and Vh_active rows divided by max(norm, eps), with
+    the first layer's eps (a method's layers share one config)."""
+    if not layers:
+        return
+    torch._foreach_clamp_min_([layer.S for layer in layers], 0.0)
+    if not normalize_vectors:
+        return
+    vectors = [t for layer in layers for t in (layer.U_active, layer.Vh_active)]
+    norms = [t for layer in layers for t in (layer.U_active.norm(dim=0, keepdim=True),
+                                             layer.Vh_active.norm(dim=1, keepdim=True))]
+    torch._foreach_clamp_min_(norms, layers[0].eps)
+    torch._foreach_div_(vectors, norms)

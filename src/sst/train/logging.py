@@ -16,16 +16,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sst.atomic import atomic_write_text
+from sst.errors import RunWarning, warn  # noqa: F401  (re-exported: the loop's warnings)
 
 METRICS_FILE = "metrics.jsonl"
-
-
-class RunWarning(UserWarning):
-    """Something about a run the user should know that does not stop it."""
-
-
-def warn(message: str) -> None:
-    warnings.warn(message, RunWarning, stacklevel=2)
 
 
 @contextlib.contextmanager
