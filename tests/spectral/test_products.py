@@ -8,7 +8,7 @@ import sst
 from sst.methods.sst import SSTMethod
 from sst.spectral import SpectralLinear
 from sst.spectral.functional import robust_svd
-from sst.spectral.products import choose_product
+from sst.spectral.products import choose_orders, choose_product
 
 
 def _layer(mode, enhanced=True, bias=True, **kw):
@@ -44,7 +44,23 @@ def test_both_orders_give_the_analytic_gradients(mode, enhanced):
     torch.testing.assert_close(db, G.sum((0, 1)), rtol=1e-10, atol=1e-12)
 
 
+def test_auto_may_mix_orders_and_still_gives_the_dense_gradients():
+    assert choose_orders("auto", 64, 40, 16, 3) == ("dense", "thin")
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 40, dtype=torch.float64)
+    layers = [SpectralLinear.from_dense(lin, rank=3, svd_dtype=torch.float64, product=mode,
+                                        generator=torch.Generator().manual_seed(0)) for mode in ("auto", "dense")]
+    x, target = torch.randn(64, 16, dtype=torch.float64), torch.randn(64, 40, dtype=torch.float64)
+    (dx_auto, g_auto), (dx_dense, g_dense) = (_grads(layer, x, target) for layer in layers)
+    torch.testing.assert_close(dx_auto, dx_dense, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_auto, g_dense):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_auto_picks_the_cheaper_order_by_shape():
+    # llama-60m MLP up-projection at 8 x 256 tokens: compose W forward, never form it backward
+    assert choose_orders("auto", 2048, 1376, 512, 64) == ("dense", "thin")
+    assert choose_orders("auto", 2048, 512, 512, 64) == ("dense", "dense")
     assert choose_product("auto", 4, 1024, 1024) == "thin"  # few rows: x Vh^T is tiny
     assert choose_product("auto", 4096, 1024, 1024) == "dense"  # many rows: compose W once
     assert choose_product("dense", 1, 8, 8) == "dense" and choose_product("thin", 10**6, 8, 8) == "thin"

@@ -1,10 +1,12 @@
 """The spectral product y = x W^T + b with W = U_a diag(S_a) Vh_a + U_f diag(S_f) Vh_f.
 
-Two evaluation orders with one hand-written backward each, neither keeping W alive for backward:
-dense composes W (out, in), multiplies, drops it and composes it again in backward; thin never forms
-W: y = ((x Vh^T) * S) U^T. Per call, with t rows of x, thin costs about 3 t k (m + n) multiply-adds
-and dense 3 t m n + 3 m n k (m = out, n = in, k = min(m, n)): ``auto`` takes the cheaper one,
-which is thin when t k (m + n) < m n (t + k), i.e. roughly when there are fewer rows than k.
+Two evaluation orders, chosen for the forward and the backward pass separately, and neither keeps
+W alive for backward (only x and the factors are saved). With t rows of x, m = out, n = in,
+k = min(m, n), r active vectors, the multiply-adds are
+  forward:  dense (compose W, then x W^T) m n (t + k);   thin ((x Vh^T) S) U^T  t k (m + n)
+  backward: dense (dW = G^T x; dS, dU, dVh from dW; W composed again for dx = G W)  2 t m n + 2 m n k
+            thin (G U, x Vh^T, dx = (G U S) Vh, never W)  t k (m + 2 n) + t r (m + n)
+and ``auto`` takes the cheaper order of each pass (``choose_orders``).
 """
 
 from __future__ import annotations
@@ -17,13 +19,23 @@ ProductMode = Literal["auto", "dense", "thin"]
 PRODUCT_MODES: tuple[str, ...] = ("auto", "dense", "thin")
 
 
-def choose_product(mode: ProductMode, rows: int, out_features: int, in_features: int) -> str:
-    """``dense`` or ``thin`` for ``rows`` rows of x through an (out, in) layer (rule above)."""
+def choose_orders(
+    mode: ProductMode, rows: int, out_features: int, in_features: int, rank: int
+) -> tuple[str, str]:
+    """(forward, backward) order, each ``dense`` or ``thin``, for ``rows`` rows of x through an
+    (out, in) layer with ``rank`` active vectors (the cost model above; ``mode`` forces both)."""
     if mode != "auto":
-        return mode
-    m, n = out_features, in_features
+        return mode, mode
+    t, m, n, r = rows, out_features, in_features, rank
     k = min(m, n)
-    return "thin" if rows * k * (m + n) < m * n * (rows + k) else "dense"
+    forward = "thin" if t * k * (m + n) < m * n * (t + k) else "dense"
+    backward = "thin" if t * k * (m + 2 * n) + t * r * (m + n) < 2 * t * m * n + 2 * m * n * k else "dense"
+    return forward, backward
+
+
+def choose_product(mode: ProductMode, rows: int, out_features: int, in_features: int) -> str:
+    """The forward order alone (see ``choose_orders``)."""
+    return choose_orders(mode, rows, out_features, in_features, 1)[0]
 
 
 def compose_split(
@@ -58,9 +70,9 @@ class SpectralProduct(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, x, U_a, S, Vh_a, U_f, Vh_f, bias, enhanced: bool, eps: float, mode: str):
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        thin = choose_product(mode, rows, U_a.shape[0], Vh_a.shape[1]) == "thin"
         r = U_a.shape[1]
-        if thin:
+        forward, backward = choose_orders(mode, rows, U_a.shape[0], Vh_a.shape[1], r)
+        if forward == "thin":
             dt = x.dtype  # under autocast the matmuls cast to bf16 on their own
             h_a = x @ Vh_a.T  # (..., r)
             y = (h_a * S[:r]) @ U_a.T
@@ -72,7 +84,7 @@ class SpectralProduct(torch.autograd.Function):
         else:
             y = torch.nn.functional.linear(x, compose_split(U_a, S, Vh_a, U_f, Vh_f), bias)
         ctx.save_for_backward(x, U_a, S, Vh_a, U_f, Vh_f)
-        ctx.has_bias, ctx.enhanced, ctx.eps, ctx.thin = bias is not None, enhanced, eps, thin
+        ctx.has_bias, ctx.enhanced, ctx.eps, ctx.thin = bias is not None, enhanced, eps, backward == "thin"
         return y
 
     @staticmethod
