@@ -47,9 +47,10 @@ RESUMABLE_CHANGES = {
     "train.progress", "train.patience", "train.tensorboard", "train.keep_best", "out_dir", "train.device",
 }
 # Keys that change how training goes on from the checkpoint: allowed on resume so that a diverged
-# run can continue from its last finite checkpoint with a lower lr or a longer warm-up; each such
-# change is returned by check_same_run for the run to record.
-RECORDED_CHANGES = {"train.lr", "train.warmup_steps", "train.warmup_ratio"}
+# run can continue from its last finite checkpoint with a lower lr or a longer warm-up, or trade
+# speed for memory (activation checkpointing: the same gradients, another peak memory and step
+# time); each such change is returned by check_same_run for the run to record.
+RECORDED_CHANGES = {"train.lr", "train.warmup_steps", "train.warmup_ratio", "train.activation_checkpointing"}
 
 __all__ = [
     "BEST", "CONFIG_FILE", "LAST", "MODEL_FILE", "RECORDED_CHANGES", "RESUMABLE_CHANGES", "STATE_FILE",

@@ -156,6 +156,8 @@ class Seq2Seq(nn.Module):
     ``_encoder_output`` (final normalisation of the memory) and ``_logits``.
     """
 
+    recomputed_blocks = ("encoder", "decoder")  # the block lists activation checkpointing wraps
+
     def _init_token_embeddings(self, cfg: TranslationConfig) -> None:
         """Set ``config`` and the (V, d) tables ``src_embed``, ``tgt_embed`` (one table when shared)."""
         self.config = cfg

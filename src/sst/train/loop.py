@@ -46,6 +46,7 @@ from sst.train import distributed
 from sst.train.interrupt import StopSignals, TrainingInterrupted
 from sst.train.logging import MetricsLogger, warn
 from sst.train.memory import count_parameters, memory_report, peak_memory_bytes, reset_peak
+from sst.train.recompute import apply_activation_checkpointing
 from sst.train.run_lock import hold_run_dir
 
 RESULTS = "results.json"
@@ -236,6 +237,8 @@ def open_run(
     run_dir = Path(config.out_dir)
     resolved = to_dict(config)
     built = built or build_run(config, run_dir)
+    if tc.activation_checkpointing:  # after the method's surgery, before DDP and compile
+        apply_activation_checkpointing(built.model)
     built.model = built.model.to(dist.device)
     optimizer = built.method.build_optimizer(built.model, tc.lr, tc.weight_decay, tc.betas, tc.adam_eps)
     logger = MetricsLogger(run_dir, enabled=dist.is_main, tensorboard=tc.tensorboard)
