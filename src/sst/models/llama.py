@@ -156,7 +156,7 @@ class Block(nn.Module):
 class LlamaModel(nn.Module):
     """Token ids (B, T) -> next-token logits (B, T, vocab_size)."""
 
-    recomputed_blocks = ("layers",)  # the block list activation checkpointing wraps (sst.train.recompute)
+    recomputed_blocks = ("layers",)  # the block list activation checkpointing wraps (sst.models.recompute)
 
     def __init__(self, config: LlamaConfig):
         super().__init__()

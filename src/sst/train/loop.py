@@ -40,13 +40,13 @@ from sst.checkpoint import (
 )
 from sst.config import RunConfig, to_dict
 from sst.errors import NonFiniteError
+from sst.models.recompute import apply_activation_checkpointing
 from sst.optim.schedules import lr_factor
 from sst.tasks import move_to
 from sst.train import distributed
 from sst.train.interrupt import StopSignals, TrainingInterrupted
 from sst.train.logging import MetricsLogger, warn
 from sst.train.memory import count_parameters, memory_report, peak_memory_bytes, reset_peak
-from sst.train.recompute import apply_activation_checkpointing
 from sst.train.run_lock import hold_run_dir
 
 RESULTS = "results.json"

@@ -17,7 +17,7 @@ from sst.models.llama import build_llama
 from sst.models.translation import TranslationConfig, TranslationTransformer
 from sst.train.logging import RunWarning, read_metrics
 from sst.train.loop import CONFIG_HISTORY, train
-from sst.train.recompute import apply_activation_checkpointing, is_recomputed, recomputed_blocks
+from sst.models.recompute import apply_activation_checkpointing, is_recomputed, recomputed_blocks
 
 METHODS = {
     "full": None,
