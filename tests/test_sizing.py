@@ -12,6 +12,7 @@ import sst.sizing
 from sst.build import build_run
 from sst.config import load_config
 from sst.errors import ConfigError
+from sst.models.recompute import apply_activation_checkpointing
 from sst.sizing import MemoryEstimate, check_fits, estimate_training_memory
 from sst.tasks import build_task
 
@@ -43,15 +44,54 @@ def test_meta_estimate_equals_the_real_model(tmp_path, method):
     assert estimate.activations > 0
 
 
-def test_deep_models_are_extrapolated_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("recompute", [False, True])
+def test_deep_models_are_extrapolated_exactly(tmp_path, monkeypatch, recompute):
     monkeypatch.setattr(sst.sizing, "PROBE_LAYERS", 2)  # 5 layers: measured at 1 and 2
     task, config = task_and_method(tmp_path, "task.n_layers=5")
-    estimate = estimate_training_memory(task, config.method)
+    estimate = estimate_training_memory(task, config.method, activation_checkpointing=recompute)
     params, trainable, buffers = real_bytes(tmp_path, "task.n_layers=5")
     assert (estimate.parameters, estimate.gradients, estimate.buffers) == (params, trainable, buffers)
     monkeypatch.setattr(sst.sizing, "PROBE_LAYERS", 16)  # the same model measured whole
-    whole = estimate_training_memory(task, config.method)
+    whole = estimate_training_memory(task, config.method, activation_checkpointing=recompute)
     assert whole.activations == estimate.activations
+
+
+def real_saved_bytes(task, model, batch) -> int:
+    """Bytes of the distinct storages a real CPU forward saves for backward (no parameters/buffers)."""
+    owned = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    saved = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in owned:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss, _ = task.loss(model, batch)
+    loss.backward()
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("method", ["full", "sst"])
+def test_checkpointing_estimate_is_below_the_plain_one_and_bounds_the_real_bytes(tmp_path, method):
+    overrides = [f"method.name={method}"]
+    task, config = task_and_method(tmp_path, "task.n_layers=4", *overrides)
+    plain = estimate_training_memory(task, config.method)
+    recomputed = estimate_training_memory(task, config.method, activation_checkpointing=True)
+    assert recomputed.state == plain.state
+    batch = task.train_batch(0)
+    real = {}
+    for n_layers in (3, 4):
+        model = build_run(load_config("tiny/lm", [f"task.n_layers={n_layers}", *overrides]), tmp_path,
+                          training=False).model.train()
+        real[n_layers] = real_saved_bytes(task, model, batch)
+    apply_activation_checkpointing(model)
+    real_recomputed = real_saved_bytes(task, model, batch)
+    one_block = real[4] - real[3]  # what a block saves, alive again while it is recomputed
+    assert 0 < real_recomputed < real[4] and one_block > 0
+    # an upper bound of the peak (what stays saved + one block's replay), far below the plain run's
+    assert real_recomputed + one_block <= recomputed.activations < plain.activations
+    assert recomputed.activations < real_recomputed + 2 * one_block  # one replay counted, not several
 
 
 def test_activations_grow_linearly_with_the_batch(tmp_path):
@@ -100,6 +140,18 @@ def test_activations_that_cannot_fit_name_the_batch_keys(tmp_path, monkeypatch):
         check_fits(estimate, CPU, task.config)
     monkeypatch.setattr(sst.sizing, "available_memory", lambda device: (estimate.total, "test"))
     check_fits(estimate, CPU, task.config)  # exactly enough is enough
+
+
+def test_checkpointing_fits_what_the_plain_run_cannot(tmp_path, monkeypatch):
+    task, config = task_and_method(tmp_path, "task.n_layers=4")
+    plain = estimate_training_memory(task, config.method)
+    recomputed = estimate_training_memory(task, config.method, activation_checkpointing=True)
+    room = plain.state + (plain.activations + recomputed.activations) // 2
+    monkeypatch.setattr(sst.sizing, "available_memory", lambda device: (room, "test"))
+    with pytest.raises(ConfigError, match=r"^task.batch_size/task.seq_len: one micro-batch would need"):
+        build_run(load_config("tiny/lm", ["task.n_layers=4"]), tmp_path / "off")
+    on = build_run(load_config("tiny/lm", ["task.n_layers=4", "train.activation_checkpointing=true"]), tmp_path / "on")
+    assert len(on.model.layers) == 4
 
 
 def test_switch_off_and_unknown_memory(tmp_path, monkeypatch):

@@ -1,10 +1,10 @@
 """Training memory, estimated before anything is allocated, by building the model on the meta device.
 
-bytes = parameters + gradients (of the trainable ones) + optimizer state (two AdamW moments per
-trainable element: an upper bound for GaLore's projected moments) + buffers + activations (the
-tensors autograd saves for backward in a meta forward of micro-batch 0, in float32: an upper
-bound under bf16 autocast). A model with more than ``PROBE_LAYERS`` layers (``task.n_layers``) is
-measured at 1 and 2 layers and extrapolated linearly, exact for a stack of identical layers.
+bytes = parameters + gradients + optimizer state (2 AdamW moments per trainable element, an upper
+bound for GaLore) + buffers + activations: what autograd saves in a meta forward of micro-batch 0
+(float32: an upper bound under bf16 autocast). Activation checkpointing: activations = what the
+checkpointed forward saves (block inputs, embeddings, head, loss) + max_i saved(block i), held again
+while block i is recomputed. Over ``PROBE_LAYERS`` layers: probes at 1 and 2 layers, extrapolated linearly.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch.overrides import TorchFunctionMode
 from sst.devices import available_memory
 from sst.errors import ConfigError, SSTError
 from sst.methods import MethodConfig, build_method
+from sst.models.recompute import apply_activation_checkpointing, checkpointed_blocks
 from sst.tasks import Task, move_to
 
 PROBE_LAYERS = 16  # deeper models are measured at 1 and 2 layers (a million meta layers take minutes)
@@ -91,28 +93,62 @@ def _state(model: nn.Module) -> MemoryEstimate:
     return MemoryEstimate(_bytes(params), trainable, ADAM_MOMENTS * trainable, _bytes(model.buffers()))
 
 
-def _activation_bytes(task: Task, model: nn.Module, batch: Any) -> int | None:
-    """Bytes of the tensors saved for backward by ``task.loss`` on the meta batch; None if some
-    operation of the model has no meta kernel or branches on a value."""
+def _saved_bytes(task: Task, model: nn.Module, batch: Any, blocks: Sequence[nn.Module] = ()) -> tuple[int, int] | None:
+    """(bytes of the tensors saved for backward by ``task.loss`` on the meta batch, the most of them
+    saved inside one of ``blocks``); None if some operation has no meta kernel or branches on a value."""
     saved: dict[int, torch.Tensor] = {}
+    per_block: list[dict[int, torch.Tensor]] = [{} for _ in blocks]
+    running: list[int] = []  # the blocks whose forward is on the stack, outermost first
     own = {id(t) for t in (*model.parameters(), *model.buffers())}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         saved.setdefault(id(t), t)  # a tensor saved by several operations is stored once
+        if running:
+            per_block[running[0]].setdefault(id(t), t)
         return t
 
+    def activation_bytes(tensors: dict[int, torch.Tensor]) -> int:
+        return _bytes(t for k, t in tensors.items() if k not in own and not (t.is_leaf and t.requires_grad))
+
+    def leave(*_: Any) -> None:  # a forward hook's result would replace the block's output
+        running.pop()
+
+    hooks = [h for i, block in enumerate(blocks) for h in (
+        block.register_forward_pre_hook(lambda *_, i=i: running.append(i)), block.register_forward_hook(leave))]
     try:
         with _ShapesOnly(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             task.loss(model, move_to(batch, torch.device("meta")))
     except Exception:  # e.g. autocast has no meta device type (the hyperbolic Transformer)
         return None
-    return _bytes(t for k, t in saved.items() if k not in own and not (t.is_leaf and t.requires_grad))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return activation_bytes(saved), max(map(activation_bytes, per_block), default=0)
+
+
+def _recomputed_saved_bytes(task: Task, model: nn.Module, batch: Any) -> tuple[int, int] | None:
+    """With activation checkpointing: (bytes the checkpointed forward saves, the most one block
+    saves in the plain forward, i.e. while it is recomputed in backward); None as ``_saved_bytes``."""
+    try:
+        recomputed = copy.deepcopy(model)
+        apply_activation_checkpointing(recomputed)
+    except SSTError:  # a model without blocks: the ConfigError the real run raises too
+        raise
+    except Exception:  # a meta-only failure: no estimate rather than a refusal
+        return None
+    treated = {id(block) for block in checkpointed_blocks(recomputed)}
+    blocks = [model.get_submodule(name) for name, m in recomputed.named_modules() if id(m) in treated]
+    plain, checkpointed = _saved_bytes(task, model, batch, blocks), _saved_bytes(task, recomputed, batch)
+    if plain is None or checkpointed is None:
+        return None
+    return checkpointed[0], plain[1]
 
 
 class _MetaRun:
     """The meta model(s) of a task: the model itself, or probes at 1 and 2 layers for deep ones."""
 
-    def __init__(self, task: Task, method: MethodConfig):
+    def __init__(self, task: Task, method: MethodConfig, activation_checkpointing: bool = False):
+        self.activation_checkpointing = activation_checkpointing
         self.n_layers = getattr(task.config, "n_layers", 0)
         deep = isinstance(self.n_layers, int) and self.n_layers > PROBE_LAYERS
         self.built: list[tuple[Task, nn.Module | None]] = []
@@ -138,11 +174,19 @@ class _MetaRun:
                                 for f in ("parameters", "gradients", "optimizer", "buffers")))
 
     def activations(self, batch: Any) -> int | None:
-        return self.combine([_activation_bytes(task, model, batch) for task, model in self.built])
+        """Saved bytes (sizing's docstring); with checkpointing, the stored part is extrapolated and
+        the largest block's replay added once."""
+        measure = _recomputed_saved_bytes if self.activation_checkpointing else _saved_bytes
+        measured = [measure(task, model, batch) for task, model in self.built]
+        if any(m is None for m in measured):
+            return None
+        return self.combine([m[0] for m in measured]) + max(m[1] for m in measured)
 
 
-def estimate_training_memory(task: Task, method: MethodConfig, device: torch.device | None = None) -> MemoryEstimate | None:
-    """Training memory of ``task`` with ``method`` (None: the model cannot be built on meta).
+def estimate_training_memory(task: Task, method: MethodConfig, device: torch.device | None = None,
+                             activation_checkpointing: bool = False) -> MemoryEstimate | None:
+    """Training memory of ``task`` with ``method`` (None: the model cannot be built on meta), with
+    or without ``train.activation_checkpointing``.
 
     The task's data is loaded and micro-batch 0 read on the CPU; the model exists only on the meta
     device. With ``device``, a ``ConfigError`` is raised as soon as a part is known not to fit
@@ -150,7 +194,7 @@ def estimate_training_memory(task: Task, method: MethodConfig, device: torch.dev
     """
     with torch.random.fork_rng(devices=[]):  # leave the caller's seeded RNG exactly as it was
         batch = task.train_batch(0)
-        meta = _MetaRun(task, method)
+        meta = _MetaRun(task, method, activation_checkpointing)
         if not meta.ok:
             return None
         estimate = meta.state()
@@ -187,12 +231,13 @@ def check_fits(estimate: MemoryEstimate, device: torch.device, task_config: Any)
         )
 
 
-def check_training_memory(task: Task, method: MethodConfig, device: torch.device) -> MemoryEstimate | None:
+def check_training_memory(task: Task, method: MethodConfig, device: torch.device,
+                          activation_checkpointing: bool = False) -> MemoryEstimate | None:
     """Refuse (ConfigError) a run that cannot fit on ``device``; -> the estimate (None: none possible,
     or the check is switched off by ``SST_NO_MEMORY_CHECK=1``)."""
     if os.environ.get(SKIP_ENV, "") not in ("", "0"):
         return None
-    return estimate_training_memory(task, method, device)
+    return estimate_training_memory(task, method, device, activation_checkpointing)
 
 
 __all__ = ["MemoryEstimate", "PROBE_LAYERS", "SKIP_ENV", "check_fits", "check_training_memory",

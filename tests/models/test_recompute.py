@@ -17,7 +17,12 @@ from sst.models.llama import build_llama
 from sst.models.translation import TranslationConfig, TranslationTransformer
 from sst.train.logging import RunWarning, read_metrics
 from sst.train.loop import CONFIG_HISTORY, train
-from sst.models.recompute import apply_activation_checkpointing, is_recomputed, recomputed_blocks
+from sst.models.recompute import (
+    apply_activation_checkpointing,
+    checkpointed_blocks,
+    is_recomputed,
+    recomputed_blocks,
+)
 
 METHODS = {
     "full": None,
@@ -128,7 +133,9 @@ def test_state_dict_keys_are_unchanged_and_load_both_ways(method):
 
 def test_applying_twice_wraps_once():
     model = _llama(2)
+    assert checkpointed_blocks(model) == []
     assert apply_activation_checkpointing(model) == apply_activation_checkpointing(model) == 2
+    assert checkpointed_blocks(model) == list(model.layers)
     calls = []
     model.layers[1].register_forward_hook(lambda *_: calls.append(1))
     _lm_loss(model, torch.randint(0, 64, (1, 9))).backward()
@@ -181,6 +188,7 @@ def test_hf_llama_uses_its_own_checkpointing():
     assert apply_activation_checkpointing(recomputed) == 3
     flagged = [m for m in recomputed.model.layers if m.gradient_checkpointing]
     assert len(flagged) == 3 and not any(m.gradient_checkpointing for m in plain.model.layers)
+    assert checkpointed_blocks(recomputed) == flagged and checkpointed_blocks(plain) == []
     assert list(recomputed.state_dict()) == list(plain.state_dict())
     ids = torch.randint(0, 64, (2, 17))
     assert _saved_bytes(recomputed, lambda m: _lm_loss(m, ids)) < _saved_bytes(plain, lambda m: _lm_loss(m, ids))

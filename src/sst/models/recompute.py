@@ -59,6 +59,17 @@ def is_recomputed(block: nn.Module) -> bool:
     return isinstance(block.__dict__.get("forward"), RecomputedForward)
 
 
+def checkpointed_blocks(model: nn.Module) -> list[nn.Module]:
+    """The blocks of ``model`` that recompute their activations in backward: ours (wrapped by
+    ``apply_activation_checkpointing``), else the innermost modules Hugging Face flags (its decoder
+    layers; older versions flag only the stack). Empty for a model not treated."""
+    ours = [m for m in model.modules() if is_recomputed(m)]
+    if ours:
+        return ours
+    flagged = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    return [m for m in flagged if not any(c is not m and c in flagged for c in m.modules())]
+
+
 def _enable_hf(model: nn.Module) -> int:
     """Hugging Face's own checkpointing (non-reentrant); returns the number of flagged blocks."""
     if not getattr(model, "supports_gradient_checkpointing", False):
@@ -68,9 +79,7 @@ def _enable_hf(model: nn.Module) -> int:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    flagged = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
-    # Count the innermost flagged modules: the decoder layers (older versions flag only the stack).
-    return sum(1 for m in flagged if not any(c is not m and c in flagged for c in m.modules()))
+    return len(checkpointed_blocks(model))
 
 
 def apply_activation_checkpointing(model: nn.Module) -> int:
