@@ -18,6 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[set[str]] = [
     {"errors"},  # the error types
     {"schema", "atomic"},  # plain Python
+    {"shards"},  # sharded (FSDP2) tensors seen whole; torch only
     {"registry", "spectral", "hyperbolic", "optim", "devices"},  # torch-only maths, registries, devices
     {"methods", "models", "data"},  # methods know spectral/optim; models know hyperbolic
     {"tasks"},  # a task = data + model + objective

@@ -5,7 +5,8 @@ manifest.json (each file's size, and the SHA-256 of the binary ones), renames th
 ``<name>-<n>`` and points the symlink ``<name>`` at it with one os.replace. Superseded folders
 are renamed to a hidden trash name before they are deleted. So a crash at any instruction leaves
 the newest complete checkpoint reachable, and nothing half-deleted can look complete.
-state.pt holds tensors and plain values only (``torch.load(weights_only=True)``).
+state.pt holds tensors and plain values only (``torch.load(weights_only=True)``). A sharded
+(FSDP2) checkpoint keeps the same scheme with shards/ (torch.distributed.checkpoint) for weights.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sst.errors import CheckpointError
 LAST, BEST = "last", "best"  # a run directory's checkpoints: the newest, and the best by validation
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
+SHARDS_DIR = "shards"  # a sharded (FSDP2) checkpoint's weights and optimizer state, one file per rank
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"
 # Binary files get a checksum; config.yaml is text a user may read and edit, and the strict
@@ -56,7 +58,8 @@ __all__ = [
     "BEST", "CONFIG_FILE", "LAST", "MODEL_FILE", "RECORDED_CHANGES", "RESUMABLE_CHANGES", "STATE_FILE",
     "CheckpointError", "check_same_run",
     "clean_stale", "config_differences", "find_checkpoint", "is_complete", "load_checkpoint",
-    "load_config_file", "load_weights", "roll_back", "save_checkpoint",
+    "load_config_file", "load_sharded_checkpoint", "load_weights", "roll_back", "save_checkpoint",
+    "save_sharded_checkpoint",
 ]
 
 
@@ -133,43 +136,66 @@ def save_checkpoint(
     checkpoint stays as it was.
     """
     path = Path(path)
-    root = path.parent
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=root))
-    except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint {path}: {_describe_os_error(err)}") from err
+    tmp = _new_folder(path)
     try:
         save_model(model, str(tmp / MODEL_FILE))
         torch.save(state, tmp / STATE_FILE)
         if config is not None:
             (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _raise_write_error(err, path)
+        raise
+    return _seal(tmp, path)
+
+
+def _raise_write_error(err: BaseException, path: Path) -> None:
+    """Turn an OSError (disk full, permissions) while writing into a CheckpointError that says so."""
+    if isinstance(err, OSError) or (isinstance(err, RuntimeError) and "unexpected pos" in str(err)):
+        # torch.save reports a full disk as "unexpected pos" from its zip writer.
+        reason = _describe_os_error(err) if isinstance(err, OSError) else f"the disk is full? ({err})"
+        kept = find_checkpoint(path)
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {reason}; "
+            + (f"the previous checkpoint {kept} is kept" if kept else "no earlier checkpoint exists")
+        ) from err
+
+
+def _new_folder(path: Path) -> Path:
+    """A hidden temporary folder beside link ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint {path}: {_describe_os_error(err)}") from err
+
+
+def _seal(tmp: Path, path: Path) -> Path:
+    """Write the manifest of the files in ``tmp`` (subfolders included), rename it to the next
+    numbered folder and point link ``path`` at it; returns the numbered folder."""
+    root = path.parent
+    try:
         files = {}
-        for f in sorted(tmp.iterdir()):
+        for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-            files[f.name] = {"size": f.stat().st_size}
-            if f.name in CHECKSUMMED:
-                files[f.name]["sha256"] = _sha256(f)
+            name = f.relative_to(tmp).as_posix()
+            files[name] = {"size": f.stat().st_size}
+            if name in CHECKSUMMED:
+                files[name]["sha256"] = _sha256(f)
         with open(tmp / MANIFEST_FILE, "w") as fh:  # written last: its presence marks the folder whole
             json.dump({"files": files}, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
-        fsync_dir(tmp)
+        for folder in (*sorted(p for p in tmp.rglob("*") if p.is_dir()), tmp):
+            fsync_dir(folder)
         existing = numbered_folders(path)
         target = root / f"{path.name}-{(existing[-1][0] + 1 if existing else 1):06d}"
         os.rename(tmp, target)
         fsync_dir(root)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError) or (isinstance(err, RuntimeError) and "unexpected pos" in str(err)):
-            # torch.save reports a full disk as "unexpected pos" from its zip writer.
-            reason = _describe_os_error(err) if isinstance(err, OSError) else f"the disk is full? ({err})"
-            kept = find_checkpoint(path)
-            raise CheckpointError(
-                f"cannot write checkpoint {path}: {reason}; "
-                + (f"the previous checkpoint {kept} is kept" if kept else "no earlier checkpoint exists")
-            ) from err
+        _raise_write_error(err, path)
         raise
     try:
         _point(path, target)
@@ -178,6 +204,97 @@ def save_checkpoint(
         raise CheckpointError(f"checkpoint {target} was written but {path} could not be updated: "
                               f"{_describe_os_error(err)}") from err
     return target
+
+
+def _agree(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a one-element object broadcast)."""
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def save_sharded_checkpoint(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+    state: dict[str, Any], config: dict[str, Any] | None = None,
+) -> Path:
+    """``save_checkpoint`` for an FSDP2 model, called by every rank: each rank writes its shards of
+    the weights and optimizer state (``torch.distributed.checkpoint``, keyed by parameter name, so
+    any world size can load them) into ``shards/``; rank 0 adds state.pt, config.yaml and the
+    manifest and swaps the link. Returns the new numbered folder on every rank."""
+    from torch.distributed import checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+    path, main = Path(path), torch.distributed.get_rank() == 0
+    tmp = Path(_agree(str(_new_folder(path)) if main else None))
+    try:
+        if optimizer is None:
+            shards = {"model": get_model_state_dict(model)}
+        else:
+            model_state, optim_state = get_state_dict(model, optimizer)
+            shards = {"model": model_state, "optimizer": optim_state}
+        dcp.save(shards, checkpoint_id=str(tmp / SHARDS_DIR))
+        if main:
+            torch.save(state, tmp / STATE_FILE)
+            if config is not None:
+                (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        torch.distributed.barrier()
+    except BaseException as err:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            _raise_write_error(err, path)
+        raise
+    target = _seal(tmp, path) if main else None
+    return Path(_agree(str(target) if main else None))
+
+
+def _sharded_folder(path: str | Path) -> Path:
+    found = find_checkpoint(path)
+    if found is None:
+        raise CheckpointError(f"no checkpoint at {path} (expected {SHARDS_DIR}/ and {STATE_FILE})")
+    if not (found / SHARDS_DIR).is_dir():
+        raise CheckpointError(
+            f"{found}: holds no {SHARDS_DIR}/ (it was written without train.parallelism=fsdp); "
+            "resume it with the parallelism it was written with"
+        )
+    for name, entry in (_manifest(found) or {}).items():
+        if name.startswith(SHARDS_DIR + "/") and (found / name).stat().st_size != entry.get("size"):
+            raise CheckpointError(f"{found / name}: truncated or corrupt ({entry.get('size')} bytes were written)")
+    return found
+
+
+def load_sharded_checkpoint(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict:
+    """Load a ``save_sharded_checkpoint`` folder into an FSDP2 ``model`` (and ``optimizer``), each
+    rank reading the parts of its own shards whatever the world size that wrote it; returns the
+    state dict of state.pt. Called by every rank."""
+    from torch.distributed import checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict,
+    )
+
+    found = _sharded_folder(path)
+    try:
+        if optimizer is None:
+            shards = {"model": get_model_state_dict(model)}
+            dcp.load(shards, checkpoint_id=str(found / SHARDS_DIR))
+            set_model_state_dict(model, shards["model"])
+        else:
+            model_state, optim_state = get_state_dict(model, optimizer)
+            shards = {"model": model_state, "optimizer": optim_state}
+            dcp.load(shards, checkpoint_id=str(found / SHARDS_DIR))
+            set_state_dict(model, optimizer, model_state_dict=shards["model"], optim_state_dict=shards["optimizer"])
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{found / SHARDS_DIR}: does not fit this model or is corrupt "
+                              f"({type(err).__name__}: {err})") from err
+    verify_file(found / STATE_FILE, "cannot be read")
+    try:
+        return torch.load(found / STATE_FILE, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated pickles raise several different error types
+        raise CheckpointError(f"{found / STATE_FILE}: cannot be read ({type(err).__name__}: {err})") from err
 
 
 def _trash(folder: Path, link: Path) -> None:

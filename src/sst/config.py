@@ -49,6 +49,7 @@ class TrainConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"
     compile: bool = False
+    parallelism: Literal["ddp", "fsdp"] = "ddp"  # with torchrun: replicate (ddp) or shard (fsdp, FSDP2) the model
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     progress: bool = True
     tensorboard: bool = False

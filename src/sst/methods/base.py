@@ -18,6 +18,7 @@ from torch import nn
 from sst.errors import NonFiniteError
 from sst.schema import ConfigError, check_value
 from sst.methods.surgery import DEFAULT_EXCLUDE
+from sst.shards import full, is_sharded
 
 
 @dataclass
@@ -108,12 +109,13 @@ class TrainingMethod:
 
 def adamw_kernel(groups: list[dict]) -> dict:
     """``fused=True`` when every parameter is a float tensor on a CPU or CUDA device (one kernel
-    for all tensors instead of a loop over them: SST and LoRA train many small tensors);
+    for all tensors instead of a loop over them: SST and LoRA train many small tensors; FSDP2's
+    sharded parameters too, so that sharded and single-device runs take the same kernel);
     otherwise torch's default (foreach where supported)."""
     params = [p for g in groups for p in g["params"]]
     fusable = params and all(
         p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-        and type(p.data) is torch.Tensor for p in params)
+        and (type(p.data) is torch.Tensor or is_sharded(p)) for p in params)
     return {"fused": True} if fusable else {}
 
 
@@ -137,6 +139,7 @@ def require_finite(tensors: list[torch.Tensor], what: str) -> None:
     Methods call it before structural work (re-sampling, re-SVD, merging), which would turn a
     non-finite value into a crash deep inside torch instead of the loop's clean divergence stop.
     """
-    if tensors and not bool(torch.stack([t.detach().isfinite().all() for t in tensors]).all()):
-        bad = sum(not bool(t.detach().isfinite().all()) for t in tensors)
+    tensors = [full(t.detach()) for t in tensors]  # every rank judges the whole tensors alike
+    if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+        bad = sum(not bool(t.isfinite().all()) for t in tensors)
         raise NonFiniteError(f"{bad} of {len(tensors)} {what} hold NaN or infinite values")

@@ -17,6 +17,7 @@ from sst.methods.base import require_finite, restart_warmup
 from sst.schema import ConfigError, check_range
 from sst.methods.lora import LoRAConfig, LoRALinear, LoRAMethod
 from sst.optim.moments import reset_state
+from sst.shards import gathered
 
 
 @dataclass
@@ -64,8 +65,9 @@ class ReLoRAMethod(LoRAMethod):
             return {}
         require_finite([t for layer in layers for t in (layer.lora_A, layer.lora_B)], "LoRA factors")
         for layer in layers:
-            layer.merge_()
-            layer.reset_factors_(self.generator)
+            with gathered(layer):  # under FSDP2: this layer's W0, A, B whole on every rank
+                layer.merge_()
+                layer.reset_factors_(self.generator)
         reset_state(optimizer, [p for layer in layers for p in (layer.lora_A, layer.lora_B)])
         return {"relora_merges": len(layers)}
 

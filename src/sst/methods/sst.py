@@ -26,6 +26,7 @@ from sst.optim.moments import permute_state, reset_state
 from sst.spectral.functional import SamplingMode
 from sst.spectral.linear import SpectralLinear, project_all_
 from sst.spectral.products import ProductMode
+from sst.shards import gathered, one_at_a_time
 
 
 @dataclass
@@ -96,7 +97,9 @@ class SSTMethod(TrainingMethod):
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> dict:
         cfg = self.config
         layers = self.layers(model)
-        project_all_(layers, cfg.normalize_vectors)
+        for batch in one_at_a_time(layers):  # sharded layers are gathered one by one
+            with gathered(*batch):
+                project_all_(batch, cfg.normalize_vectors)
         if step % cfg.resample_every != 0:
             return {}
         require_finite([t for layer in layers for t in (layer.S, layer.U_active, layer.Vh_active)],
@@ -105,29 +108,36 @@ class SSTMethod(TrainingMethod):
         resvd = 0
         names = {id(m): n for n, m in model.named_modules()}
         for layer in layers:
-            if int(layer.iteration) >= self.round_length(layer):
-                moved = layer.resvd_(getattr(torch, cfg.svd_dtype))
-                if moved is None:  # the SVD failed twice: keep the factors, start a new round
-                    warn(f"re-SVD of {names.get(id(layer), 'a spectral layer')} failed in "
-                         f"{cfg.svd_dtype} and float64 at step {step}; its current factors are kept")
-                    layer.iteration.zero_()
-                    moved = torch.arange(layer.k, device=layer.S.device)
-                    resvd -= 1
-                broadcast_tensors(
-                    [layer.U_active, layer.Vh_active, layer.S, layer.U_frozen, layer.Vh_frozen, moved]
-                )
-                if not cfg.reset_singular_value_state:
-                    permute_state(optimizer, layer.S, moved)  # each moment follows its singular value
-                resvd += 1
-            moved = layer.sample_(cfg.sampling, self.generator)
-            if not cfg.reset_singular_value_state:
-                permute_state(optimizer, layer.S, moved)  # S is stored in slot order
+            with gathered(layer):  # the optimizer's keys are the sharded tensors: permute outside
+                moved_by_svd, moved_by_sampling, failed = self._restructure(layer, names, step)
+            resvd += moved_by_svd is not None and not failed
+            if not cfg.reset_singular_value_state:  # each moment follows its singular value
+                if moved_by_svd is not None:
+                    permute_state(optimizer, layer.S, moved_by_svd)
+                permute_state(optimizer, layer.S, moved_by_sampling)  # S is stored in slot order
         self.svd_seconds += time.perf_counter() - start
         reset = [p for layer in layers for p in (layer.U_active, layer.Vh_active)]
         if cfg.reset_singular_value_state:
             reset += [layer.S for layer in layers]
         reset_state(optimizer, reset)
         return {"resampled": len(layers), "resvd": resvd}
+
+    def _restructure(self, layer: SpectralLinear, names: dict, step: int):
+        """One layer's re-SVD (when its round is over) and re-sampling -> (slot permutation of the
+        re-SVD or None, slot permutation of the sampling, whether the SVD failed)."""
+        cfg = self.config
+        moved, failed = None, False
+        if int(layer.iteration) >= self.round_length(layer):
+            moved = layer.resvd_(getattr(torch, cfg.svd_dtype))
+            if moved is None:  # the SVD failed twice: keep the factors, start a new round
+                warn(f"re-SVD of {names.get(id(layer), 'a spectral layer')} failed in "
+                     f"{cfg.svd_dtype} and float64 at step {step}; its current factors are kept")
+                layer.iteration.zero_()
+                moved, failed = torch.arange(layer.k, device=layer.S.device), True
+            broadcast_tensors(
+                [layer.U_active, layer.Vh_active, layer.S, layer.U_frozen, layer.Vh_frozen, moved]
+            )
+        return moved, layer.sample_(cfg.sampling, self.generator), failed
 
     def lr_multiplier(self, step: int) -> float:
         return restart_warmup(step, self.config.resample_every, self.config.restart_warmup_steps)

@@ -3,12 +3,15 @@
 For G (m, n) the projector P holds the top-r singular vectors of G on its smaller side:
 right (P (n, r), low = G P) when m >= n, left (P (m, r), low = P^T G) otherwise. Adam's moments
 live in the (m, r) or (r, n) space; the update is projected back and multiplied by ``scale``.
-P is recomputed every ``proj_update_every`` steps; the moments are kept across updates.
+P is recomputed every ``proj_update_every`` steps; the moments are kept across updates. Under
+FSDP2 each matrix is gathered for its step (its state is kept whole on every rank).
 """
 
 from __future__ import annotations
 
 import torch
+
+from sst.shards import is_sharded, write_
 
 
 def galore_projector(grad: torch.Tensor, rank: int) -> torch.Tensor:
@@ -85,8 +88,18 @@ class GaLoreAdamW(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None:
+                if p.grad is None:
+                    continue
+                if not is_sharded(p) or group["rank"] is None or p.ndim != 2:
                     self.update_parameter(p, group, self.state[p])
+                    continue
+                # FSDP2: a projector needs the SVD of the whole gradient; one matrix at a time
+                # is gathered, stepped as on one device (its state whole, the same on every
+                # rank) and its own rows written back.
+                whole = p.full_tensor()
+                whole.grad = p.grad.full_tensor()
+                self.update_parameter(whole, group, self.state[p])
+                write_(p, whole)
         return loss
 
     def update_parameter(self, p: torch.Tensor, group: dict, state: dict) -> None:

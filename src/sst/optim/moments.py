@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import torch
 
+from sst.shards import full, local, write_
+
 
 @torch.no_grad()
 def reset_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]) -> int:
@@ -31,18 +33,21 @@ def reset_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes held by tensors in the optimizer state (moments, projections, step counters)."""
+    """Bytes held by tensors in the optimizer state (moments, projections, step counters); this
+    rank's shards only for a sharded state."""
     total = 0
     for state in optimizer.state.values():
         for value in state.values():
             if isinstance(value, torch.Tensor):
-                total += value.numel() * value.element_size()
+                total += local(value).numel() * value.element_size()
     return total
 
 
 @torch.no_grad()
 def permute_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, index: torch.Tensor) -> None:
-    """Reorder the per-element state of ``param`` like its values: state <- state[index]."""
+    """Reorder the per-element state of ``param`` like its values: state <- state[index]
+    (a sharded state is gathered, reordered and written back into its shards)."""
     for value in optimizer.state.get(param, {}).values():
         if isinstance(value, torch.Tensor) and value.shape == param.shape:
-            value.copy_(value[index.to(value.device)])
+            whole = full(value)
+            write_(value, whole[index.to(whole.device)])

@@ -4,7 +4,8 @@ U (out, k) and Vh (k, in) are stored as an active part (r columns / rows: the on
 vectors) and a frozen part (k - r, buffers); S (k,) is trained in full and stored in the same slot
 order ([active | frozen]), so the forward pass needs no gather. ``active_idx`` / ``frozen_idx`` give
 the canonical index of each slot. Re-sampling copies values between tensors of fixed identity:
-no Parameter is ever created or toggled after construction (DDP/FSDP, compile, exact resume).
+no Parameter is ever created or toggled after construction (DDP/FSDP, compile, exact resume);
+under FSDP2 the structural events run on gathered layers (``sst.shards.gathered``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ class SpectralLinear(FactoredLinear):
     ``frozen_dtype`` stores the frozen buffers in a lower precision (bf16 halves the layer's
     largest tensors); S and the active vectors keep ``dtype``. ``product`` picks how the forward
     evaluates x W^T (``sst.spectral.products``); no mode keeps W alive for backward.
+    ``sharded_buffers``: under FSDP2 the frozen factors become frozen parameters (same keys) so
+    that they are sharded like the rest.
     """
+
+    sharded_buffers: tuple[str, ...] = ("U_frozen", "Vh_frozen")
 
     def __init__(
         self,

@@ -34,14 +34,17 @@ from sst.checkpoint import (
     find_checkpoint,
     load_checkpoint,
     load_config_file,
+    load_sharded_checkpoint,
     load_weights,
     roll_back,
     save_checkpoint,
+    save_sharded_checkpoint,
 )
 from sst.config import RunConfig, to_dict
 from sst.errors import NonFiniteError
 from sst.models.recompute import apply_activation_checkpointing
 from sst.optim.schedules import lr_factor
+from sst.shards import full, local
 from sst.tasks import move_to
 from sst.train import distributed
 from sst.train.interrupt import StopSignals, TrainingInterrupted
@@ -240,12 +243,16 @@ def open_run(
     if tc.activation_checkpointing:  # after the method's surgery, before DDP and compile
         apply_activation_checkpointing(built.model)
     built.model = built.model.to(dist.device)
+    wrapped = distributed.wrap(built.model, dist)  # FSDP2 shards in place: the optimizer holds the shards
     optimizer = built.method.build_optimizer(built.model, tc.lr, tc.weight_decay, tc.betas, tc.adam_eps)
     logger = MetricsLogger(run_dir, enabled=dist.is_main, tensorboard=tc.tensorboard)
     state = LoopState()
-    if checkpoint is not None:
+    if checkpoint is not None and dist.sharded:
+        saved = load_sharded_checkpoint(checkpoint, built.model, optimizer, map_location=dist.device)
+    elif checkpoint is not None:
         saved = load_checkpoint(checkpoint, built.model, map_location=dist.device)
         optimizer.load_state_dict(saved["optimizer"])
+    if checkpoint is not None:
         built.method.load_state_dict(saved["method"])
         state = LoopState.from_dict(saved["loop"])
         _set_rng_state(saved["rng"], dist.device)
@@ -257,7 +264,6 @@ def open_run(
         for stale in ([] if checkpoint else [RESULTS, CONFIG_HISTORY]):  # an earlier attempt's, no checkpoint
             (run_dir / stale).unlink(missing_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    wrapped = distributed.wrap(built.model, dist)
     runner = torch.compile(wrapped) if tc.compile else wrapped
     warmup = tc.warmup_steps or int(round(tc.warmup_ratio * tc.steps))
     counts = count_parameters(built.model)
@@ -302,15 +308,18 @@ def train_step(run: Run, batch_for: Callable[[int], Any] | None = None) -> StepR
         index = (state.step * tc.grad_accum + micro) * dist.world_size + dist.rank
         batch = move_to(batch_for(index), device)
         sync = micro == tc.grad_accum - 1 or not dist.enabled
-        with (contextlib.nullcontext() if sync else run.wrapped.no_sync()), _autocast(device, tc.dtype):
+        with (contextlib.nullcontext() if sync else distributed.no_sync(run.wrapped)), _autocast(device, tc.dtype):
             loss, micro_units = run.built.task.loss(run.runner, batch)
         (loss / tc.grad_accum).backward()
         loss_sum += loss.detach().float() * micro_units
         units += micro_units
+    if dist.enabled:  # the logged loss is the global batch's (each rank holds an equal share)
+        torch.distributed.all_reduce(loss_sum)
+        loss_sum /= dist.world_size
     params = [p for p in run.model.parameters() if p.grad is not None]
     grad_norm = nn.utils.get_total_norm([p.grad for p in params])
     # One device sync per optimizer step: the divergence check needs the loss and the norm.
-    step_loss, norm = torch.stack([loss_sum, grad_norm.float().to(device)]).tolist()
+    step_loss, norm = torch.stack([loss_sum, full(grad_norm).float().to(device)]).tolist()
     if not distributed.all_true(math.isfinite(step_loss) and math.isfinite(norm), dist):
         optimizer.zero_grad(set_to_none=True)
         what = (f"training loss became {step_loss / max(units, 1):.4g}" if not math.isfinite(step_loss)
@@ -355,7 +364,7 @@ def diverged(run: Run, what: str, lr: float, drop_newest: bool = False) -> NonFi
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    floats = [t.detach() for t in tensors if t.is_floating_point()]
+    floats = [local(t.detach()) for t in tensors if t.is_floating_point()]  # all_true joins the ranks
     return not floats or bool(torch.stack([t.isfinite().all() for t in floats]).all())
 
 
@@ -370,12 +379,20 @@ def save_last(run: Run) -> None:
         raise diverged(run, f"parameters or optimizer state are not finite at step {run.state.step}",
                        run.optimizer.param_groups[0]["lr"])
     run.state.log_records = run.logger.records
-    if run.dist.is_main:
-        state = {"optimizer": run.optimizer.state_dict(), "method": run.built.method.state_dict(),
-                 "loop": run.state.as_dict(), "rng": _rng_state(run.dist.device)}
-        save_checkpoint(run.dir / LAST, run.model, state, run.resolved)
+    state = {"method": run.built.method.state_dict(), "loop": run.state.as_dict(), "rng": _rng_state(run.dist.device)}
+    write_checkpoint(run, LAST, state, run.optimizer)
     distributed.barrier(run.dist)
     run.saved, run.saved_at = (run.state.step, run.state.eval_pending), time.monotonic()
+
+
+def write_checkpoint(run: Run, name: str, state: dict, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """``state`` (+ the weights, + ``optimizer``'s state) to ``run.dir/name``: rank 0 writes a
+    whole checkpoint, or, sharded (FSDP2), every rank writes its shards."""
+    if run.dist.sharded:
+        save_sharded_checkpoint(run.dir / name, run.model, optimizer, state, run.resolved)
+    elif run.dist.is_main:
+        extra = {"optimizer": optimizer.state_dict()} if optimizer is not None else {}
+        save_checkpoint(run.dir / name, run.model, {**extra, **state}, run.resolved)
 
 
 def evaluate(run: Run) -> dict[str, float]:
@@ -386,8 +403,8 @@ def evaluate(run: Run) -> dict[str, float]:
     metric = metrics[task.selection_metric]
     if _improved(metric, state.best_metric, task.higher_is_better):
         state.best_metric, state.best_step, state.bad_evals = metric, state.step, 0
-        if tc.keep_best and run.dist.is_main:
-            save_checkpoint(run.dir / BEST, run.model, {"loop": state.as_dict()}, run.resolved)
+        if tc.keep_best:
+            write_checkpoint(run, BEST, {"loop": state.as_dict()})
     else:
         state.bad_evals += 1
     run.logger.log(state.step, "eval", metrics)
@@ -471,7 +488,10 @@ def finish(run: Run) -> dict[str, Any]:
     trainable, total = run.param_counts
     if tc.keep_best and (run.dir / BEST).is_dir():
         distributed.barrier(run.dist)
-        load_weights(run.dir / BEST, run.model)
+        if run.dist.sharded:
+            load_sharded_checkpoint(run.dir / BEST, run.model)
+        else:
+            load_weights(run.dir / BEST, run.model)
     final = task.evaluate(run.model, "val", 0)
     final.update(task.final_metrics(run.model))
     results = {
@@ -512,7 +532,7 @@ def train(config: RunConfig, resume: bool | str = False) -> dict[str, Any]:
     The run directory is locked meanwhile; SIGINT/SIGTERM while fitting save a checkpoint and
     raise ``TrainingInterrupted``.
     """
-    dist = distributed.setup(config.train.device)
+    dist = distributed.setup(config.train.device, config.train.parallelism)
     check_output_dir(Path(config.out_dir))  # before the lock creates the folder
     with hold_run_dir(config.out_dir, dist):
         start = resolve_resume(config, resume)

@@ -2,6 +2,7 @@
 
 Gradient bytes count the trainable parameters (each gets a gradient of its own size);
 parameter bytes include buffers (SST's frozen singular vectors, LoRA's W0 when a buffer).
+Bytes are this rank's: the local shards of a sharded (FSDP2) model and optimizer state.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from sst.optim.moments import state_bytes
+from sst.shards import local
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -23,9 +25,9 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def memory_report(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
     """Bytes of parameters (+ float buffers), gradients of trainable parameters, optimizer state."""
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    params += sum(b.numel() * b.element_size() for b in model.buffers() if b.is_floating_point())
-    grads = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    params = sum(local(p).numel() * p.element_size() for p in model.parameters())
+    params += sum(local(b).numel() * b.element_size() for b in model.buffers() if b.is_floating_point())
+    grads = sum(local(p).numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     opt = state_bytes(optimizer) if optimizer is not None else 0
     return {
         "param_bytes": params,
