@@ -52,7 +52,10 @@ RESUMABLE_CHANGES = {
 # run can continue from its last finite checkpoint with a lower lr or a longer warm-up, or trade
 # speed for memory (activation checkpointing: the same gradients, another peak memory and step
 # time); each such change is returned by check_same_run for the run to record.
-RECORDED_CHANGES = {"train.lr", "train.warmup_steps", "train.warmup_ratio", "train.activation_checkpointing"}
+# grad_accum: a run resumed with another world size keeps its global batch (world x grad_accum)
+# by changing it (micro-batch index = (step * accum + micro) * world + rank).
+RECORDED_CHANGES = {"train.lr", "train.warmup_steps", "train.warmup_ratio", "train.activation_checkpointing",
+                    "train.grad_accum"}
 
 __all__ = [
     "BEST", "CONFIG_FILE", "LAST", "MODEL_FILE", "RECORDED_CHANGES", "RESUMABLE_CHANGES", "STATE_FILE",

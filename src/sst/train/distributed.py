@@ -122,6 +122,15 @@ def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def reshard(model: nn.Module) -> None:
+    """FSDP2 keeps the root's parameters gathered after a forward without backward (evaluation):
+    shard them again, so that checkpoints, structural events and memory reports see the shards."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        model.reshard()
+
+
 def no_sync(wrapped: nn.Module):
     """A context for micro-steps whose gradients are only accumulated (DDP's ``no_sync``); FSDP2
     reduces every micro-step's gradients into its shards, which gives the same sum."""

@@ -399,6 +399,7 @@ def evaluate(run: Run) -> dict[str, float]:
     """Validation metrics; tracks the best (saving ``best/``) and the evaluations without progress."""
     tc, state, task = run.config.train, run.state, run.built.task
     metrics = task.evaluate(run.model, "val", tc.eval_batches)
+    distributed.reshard(run.model)
     state.eval_pending = False
     metric = metrics[task.selection_metric]
     if _improved(metric, state.best_metric, task.higher_is_better):
@@ -494,6 +495,7 @@ def finish(run: Run) -> dict[str, Any]:
             load_weights(run.dir / BEST, run.model)
     final = task.evaluate(run.model, "val", 0)
     final.update(task.final_metrics(run.model))
+    distributed.reshard(run.model)
     results = {
         "method": run.config.method.name,
         "rank": None,
