@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -420,8 +421,12 @@ def load_checkpoint(path: str | Path, model: nn.Module, map_location: str | torc
 
 
 def load_weights(path: str | Path, model: nn.Module) -> None:
-    """Strictly load ``path``/model.safetensors into ``model``, with errors naming the file."""
+    """Strictly load ``path``/model.safetensors into ``model``, with errors naming the file (or, for
+    a sharded checkpoint, its shards/ assembled into whole tensors)."""
     file = Path(path) / MODEL_FILE if Path(path).is_dir() else Path(path)
+    if not file.is_file() and (Path(path) / SHARDS_DIR).is_dir():
+        _load_shards_whole(Path(path), model)
+        return
     if not file.is_file():
         raise CheckpointError(f"{file}: missing")
     verify_file(file, "truncated or corrupt")
@@ -436,6 +441,23 @@ def load_weights(path: str | Path, model: nn.Module) -> None:
             f"{file}: does not fit this model; missing keys {sorted(missing)[:5]}, "
             f"unexpected keys {sorted(unexpected)[:5]} (is it from another config or method?)"
         )
+
+
+def _load_shards_whole(folder: Path, model: nn.Module) -> None:
+    """The weights of a sharded checkpoint into a model that is not sharded (inference, export):
+    torch.distributed.checkpoint assembles each whole tensor from the shards, in one process."""
+    from torch.distributed import checkpoint as dcp
+
+    found = _sharded_folder(folder)
+    state = {"model": model.state_dict()}
+    try:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
+            dcp.load(state, checkpoint_id=str(found / SHARDS_DIR), no_dist=True)
+        model.load_state_dict(state["model"], strict=True)
+    except Exception as err:
+        raise CheckpointError(f"{found / SHARDS_DIR}: does not fit this model or is corrupt "
+                              f"({type(err).__name__}: {err})") from err
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:

@@ -15,6 +15,10 @@ import torch
 import torch.multiprocessing as mp
 from runconfigs import timeless_records, tiny_lm_config
 
+from safetensors.torch import load_file
+
+from sst.build import build_run
+from sst.checkpoint import load_weights
 from sst.config import build_config
 from sst.train.loop import train
 
@@ -75,6 +79,13 @@ def test_fsdp_sst_matches_single_process_and_halves_memory(tmp_path):
     torch.testing.assert_close(sharded, single, rtol=1e-6, atol=1e-6)
     events = [r for r in timeless_records(tmp_path / "fsdp") if r.get("resvd")]
     assert events, "no re-SVD happened in the compared steps"
+    # the sharded checkpoint, assembled into an unsharded model, holds the single run's weights
+    model = build_run(build_config(config(tmp_path / "probe")), tmp_path / "probe").model
+    load_weights(tmp_path / "fsdp" / "last", model)
+    reference = load_file(str(tmp_path / "single" / "last" / "model.safetensors"))
+    assert model.state_dict().keys() == reference.keys()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, reference[key], rtol=1e-5, atol=1e-6, msg=key)
     one, two = results(tmp_path / "single"), results(tmp_path / "fsdp")
     assert two["world_size"] == 2 and two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
     # Rank 0's share: every parameter, its moments and SST's frozen factors are halved (the

@@ -43,7 +43,7 @@ class ReLoRAMethod(LoRAMethod):
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 raise ConfigError(
                     "method.warm_start_steps > 0 switches W0 from trainable to frozen mid-run, "
-                    "which DDP cannot follow; use 0 (ReLoRA*) for distributed runs"
+                    "which DDP and FSDP cannot follow; use 0 (ReLoRA*) for distributed runs"
                 )
             for layer in self._layers(model):
                 layer.weight.requires_grad_(True)

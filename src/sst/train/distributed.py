@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from sst.devices import resolve_device
-from sst.errors import ConfigError
 from sst.models.recompute import recomputed_blocks
 
 Parallelism = Literal["ddp", "fsdp"]
@@ -95,13 +94,6 @@ def shard(model: nn.Module, info: DistInfo) -> nn.Module:
         for name in getattr(module, "sharded_buffers", ()):
             buffer = module._buffers.pop(name)
             module.register_parameter(name, nn.Parameter(buffer, requires_grad=False))
-    dtypes = {p.dtype for p in model.parameters()}
-    if len(dtypes) > 1:
-        raise ConfigError(
-            f"train.parallelism=fsdp: the model's parameters mix dtypes {sorted(map(str, dtypes))} "
-            "(e.g. method.frozen_dtype=bfloat16), which FSDP2 cannot all-gather together; "
-            "use method.frozen_dtype=same or train.parallelism=ddp"
-        )
     kwargs = {}
     if info.device.type == "cuda":
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
