@@ -17,9 +17,8 @@ from runconfigs import timeless_records, tiny_lm_config
 
 from safetensors.torch import load_file
 
-from sst.build import build_run
-from sst.checkpoint import load_weights
 from sst.config import build_config
+from sst.inference.loading import load_run
 from sst.train.loop import train
 
 SST = {"name": "sst", "rank": 4, "resample_every": 2, "restart_warmup_steps": 1, "round_every": 2}
@@ -79,9 +78,8 @@ def test_fsdp_sst_matches_single_process_and_halves_memory(tmp_path):
     torch.testing.assert_close(sharded, single, rtol=1e-6, atol=1e-6)
     events = [r for r in timeless_records(tmp_path / "fsdp") if r.get("resvd")]
     assert events, "no re-SVD happened in the compared steps"
-    # the sharded checkpoint, assembled into an unsharded model, holds the single run's weights
-    model = build_run(build_config(config(tmp_path / "probe")), tmp_path / "probe").model
-    load_weights(tmp_path / "fsdp" / "last", model)
+    # the sharded checkpoint, read whole by inference, holds the single run's weights
+    model = load_run(tmp_path / "fsdp" / "last").model
     reference = load_file(str(tmp_path / "single" / "last" / "model.safetensors"))
     assert model.state_dict().keys() == reference.keys()
     for key, value in model.state_dict().items():

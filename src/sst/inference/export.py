@@ -24,7 +24,7 @@ from sst.inference.lowrank import LayerRank, lowrank_model, prune_model
 from sst.inference.merge import merge_model, require_mergeable
 from sst.inference.pifa import pifa_from_lowrank, pifa_model
 from sst.tasks import build_task
-from sst.checkpoint import BEST, LAST, STATE_FILE, CheckpointError, find_checkpoint
+from sst.checkpoint import BEST, LAST, SHARDS_DIR, STATE_FILE, CheckpointError, find_checkpoint
 
 ExportFormat = Literal["dense", "lowrank", "hf", "pifa"]
 EXPORT_FORMATS = ("dense", "lowrank", "hf", "pifa")
@@ -96,7 +96,8 @@ def refuse_checkpoint_folder(out: Path) -> None:
     an export there would overwrite the files that training, --resume and inference read."""
     out = out.resolve()
     for folder in (out, *out.parents):
-        if (folder / MODEL_FILE).is_file() and (folder / STATE_FILE).is_file():
+        weights = (folder / MODEL_FILE).is_file() or (folder / SHARDS_DIR).is_dir()
+        if weights and (folder / STATE_FILE).is_file():
             raise CheckpointError(f"--out {out}: {folder} is a checkpoint folder; exporting into it would "
                                   "overwrite its files: choose another output folder")
     if (out / CONFIG_FILE).is_file() and any(find_checkpoint(out / name) for name in (LAST, BEST)):

@@ -19,7 +19,8 @@ from sst.devices import resolve_device
 from sst.methods import TrainingMethod
 from sst.tasks import Task
 from sst.checkpoint import (
-    BEST, CONFIG_FILE, LAST, MODEL_FILE, CheckpointError, find_checkpoint, load_config_file, load_weights,
+    BEST, CONFIG_FILE, LAST, MODEL_FILE, SHARDS_DIR, CheckpointError, find_checkpoint, load_config_file,
+    load_weights,
 )
 
 
@@ -42,7 +43,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
     if path.is_file():
         path = path.parent if path.name == MODEL_FILE else path
-    if (path / MODEL_FILE).is_file():
+    if (path / MODEL_FILE).is_file() or (path / SHARDS_DIR).is_dir():  # whole or sharded (FSDP2)
         return path
     for name in (BEST, LAST):  # complete in the same sense as --resume's
         found = find_checkpoint(path / name)
