@@ -19,6 +19,7 @@ def test_round_trip_and_typed_values():
     ({"train": {"steps": "ten"}}, r"train.steps: expected an integer, got 'ten'"),
     ({"train": {"compile": 1}}, r"train.compile: expected true/false"),
     ({"train": {"schedule": "step"}}, r"train.schedule: 'step' is not one of \['cosine'"),
+    ({"train": {"parallelism": "zero3"}}, r"train.parallelism: 'zero3' is not one of \['ddp', 'fsdp'\]"),
     ({"method": {"name": "sst", "rank": 4, "sampling": "random"}}, r"method.sampling: 'random' is not one of"),
     ({"method": {"name": "dora", "rank": 4}}, r"method.name: 'dora' is not one of \[.*'full', 'galore'"),
     ({"method": {"name": "sst", "rank": 0}}, r"method.rank: must be >= 1, got 0"),

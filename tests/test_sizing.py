@@ -186,3 +186,11 @@ def test_available_memory_on_the_cpu_is_a_positive_number():
 
     free, source = available_memory(CPU)
     assert free > 0 and source in ("MemAvailable", "cgroup limit")
+
+
+def test_fsdp_shares_the_state_between_ranks():
+    whole = MemoryEstimate(parameters=101, gradients=50, optimizer=100, buffers=7, activations=40)
+    half = whole.sharded(2)
+    assert (half.parameters, half.gradients, half.optimizer, half.buffers) == (51, 25, 50, 4)
+    assert half.activations == whole.activations  # each rank runs its own micro-batch
+    assert whole.sharded(1) == whole

@@ -66,7 +66,8 @@ def build_run(config: RunConfig, run_dir: str | Path, training: bool = True) -> 
     task = build_task(config.task, config.seed, Path(run_dir))
     if training:
         device = resolve_device(config.train.device, int(os.environ.get("LOCAL_RANK", "0")))
-        check_training_memory(task, config.method, device, config.train.activation_checkpointing)
+        shards = int(os.environ.get("WORLD_SIZE", "1")) if config.train.parallelism == "fsdp" else 1
+        check_training_memory(task, config.method, device, config.train.activation_checkpointing, shards)
     model = task.build_model()
     method = build_method(config.method, config.seed)
     model = method.prepare_model(model)

@@ -53,6 +53,12 @@ class MemoryEstimate:
     def total(self) -> int:
         return self.state + (self.activations or 0)
 
+    def sharded(self, shards: int) -> "MemoryEstimate":
+        """One rank's share when FSDP2 splits the state over ``shards`` ranks (activations stay)."""
+        part = lambda n: -(-n // shards)  # noqa: E731  (ceil: a rank holds the larger half)
+        return dataclasses.replace(self, parameters=part(self.parameters), gradients=part(self.gradients),
+                                   optimizer=part(self.optimizer), buffers=part(self.buffers))
+
 
 class _ShapesOnly(TorchFunctionMode):
     """Skip the initialisers of meta tensors (they change no shape and are the slowest part of a
@@ -184,9 +190,9 @@ class _MetaRun:
 
 
 def estimate_training_memory(task: Task, method: MethodConfig, device: torch.device | None = None,
-                             activation_checkpointing: bool = False) -> MemoryEstimate | None:
+                             activation_checkpointing: bool = False, shards: int = 1) -> MemoryEstimate | None:
     """Training memory of ``task`` with ``method`` (None: the model cannot be built on meta), with
-    or without ``train.activation_checkpointing``.
+    or without ``train.activation_checkpointing``, per rank when FSDP2 shards it over ``shards``.
 
     The task's data is loaded and micro-batch 0 read on the CPU; the model exists only on the meta
     device. With ``device``, a ``ConfigError`` is raised as soon as a part is known not to fit
@@ -197,7 +203,7 @@ def estimate_training_memory(task: Task, method: MethodConfig, device: torch.dev
         meta = _MetaRun(task, method, activation_checkpointing)
         if not meta.ok:
             return None
-        estimate = meta.state()
+        estimate = meta.state().sharded(shards)
         if device is not None:
             check_fits(estimate, device, task.config)
         estimate = dataclasses.replace(estimate, activations=meta.activations(batch))
@@ -232,12 +238,12 @@ def check_fits(estimate: MemoryEstimate, device: torch.device, task_config: Any)
 
 
 def check_training_memory(task: Task, method: MethodConfig, device: torch.device,
-                          activation_checkpointing: bool = False) -> MemoryEstimate | None:
+                          activation_checkpointing: bool = False, shards: int = 1) -> MemoryEstimate | None:
     """Refuse (ConfigError) a run that cannot fit on ``device``; -> the estimate (None: none possible,
     or the check is switched off by ``SST_NO_MEMORY_CHECK=1``)."""
     if os.environ.get(SKIP_ENV, "") not in ("", "0"):
         return None
-    return estimate_training_memory(task, method, device, activation_checkpointing)
+    return estimate_training_memory(task, method, device, activation_checkpointing, shards)
 
 
 __all__ = ["MemoryEstimate", "PROBE_LAYERS", "SKIP_ENV", "check_fits", "check_training_memory",
