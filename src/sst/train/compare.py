@@ -277,17 +277,20 @@ def memory_lines(report: dict) -> list[str]:
     sources = sorted({r.get("peak_memory_source") or "not recorded" for r in firsts})
     lines += ["", f"Peak memory from: {', '.join(sources)}."]
     if any(s.startswith("cpu") for s in sources):
-        # The methods of a comparison train one after another in this process. Before each run
-        # reset_peak trims malloc's heap and clears the high-water mark, and file-backed pages
-        # are left out, so a run neither inherits the peak of the one before nor hides its
-        # allocations in memory the one before freed; what stays is about 1-2 MB of one-time
-        # costs (thread stacks, Python objects) that only the first run of the process pays.
+        # The methods of a comparison train one after another in this process. reset_peak trims
+        # malloc's heap and clears the high-water mark before each run and file-backed pages are
+        # left out, so no run inherits another's peak or hides its allocations in memory another
+        # freed; but the allocator's state (its raised mmap threshold, fragmented arenas) carries
+        # over. Measured (llama-20m, vocabulary 8192, 4 x 256 tokens, benchmarks/memory.py's
+        # child): full-rank 310 MiB as the first run, 346 MiB after SST and LoRA in the same
+        # process, 311-316 MiB in processes of its own.
         lines.append(
             "On the CPU the peak is the growth of the resident set above the run's start plus the tensors "
             "the run held then (parameters, buffers, optimizer state). The methods ran one after another "
-            "in one process; the high-water mark is reset and the C heap trimmed before each, so the "
-            "peaks are comparable, except for 1-2 MB of one-time costs the first run of the process "
-            "pays: for small models compare peaks measured in separate processes (benchmarks/memory.py)."
+            "in one process: the high-water mark is reset and the C heap trimmed before each, so no run "
+            "inherits another's peak, but the allocator's state carries over and a later run can read up "
+            "to ~10% higher than in a process of its own. For differences that small, use "
+            "benchmarks/memory.py, which measures each method in its own process."
         )
     return lines
 
