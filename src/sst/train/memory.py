@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import resource
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -136,6 +135,8 @@ def _resident() -> tuple[int, int, int, str]:
                 found[key] = int(value.split()[0]) * 1024  # reported in kB
         return found["VmRSS"], found["VmHWM"], found.get("RssFile", 0), "cpu_rss_high_water"
     except (OSError, KeyError, ValueError, IndexError):
+        import resource  # Unix only; needed only without /proc
+
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak = peak if sys.platform == "darwin" else peak * 1024
         return peak, peak, 0, "cpu_ru_maxrss"
@@ -191,8 +192,8 @@ def peak_memory_bytes(device: torch.device) -> int:
     held bytes plus the resident set's growth above its size at the reset (0 where unknown).
 
     File-backed pages are no training memory: the code of the kernels a process runs for the
-    first time is paged in during its first run (about 10 MB for a tiny LLaMA), so their growth
-    is left out and a run's peak does not depend on being the first in its process.
+    first time is paged in during its first run (about 9 MB for a tiny LLaMA), so their growth
+    is left out and the first run of a process is not charged for it.
     """
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
