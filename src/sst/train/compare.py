@@ -228,6 +228,15 @@ def markdown_report(report: dict) -> str:
         )
     for name, message in report.get("diverged", {}).items():
         lines.append(f"| {name} | diverged: {message} |" + " |" * 9)
+    structural = [(s["method"], statistics.fmean(100 * r["resample_seconds"] / max(r["train_seconds"], 1e-9)
+                                                 for r in report["runs"] if r["method"] == s["method"]))
+                  for s in report["summary"]
+                  if all("resample_seconds" in r for r in report["runs"] if r["method"] == s["method"])]
+    if structural:
+        lines.append("")
+        lines.append("Re-sampling + re-SVD inside training: " + ", ".join(
+            f"{name} {share:.2f}% of train s" for name, share in structural)
+            + " (the conversion SVD is in SVD s only).")
     gap = report["gap_reduction"]
     lines.append("")
     lines.append(
