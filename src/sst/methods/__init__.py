@@ -15,6 +15,7 @@ from sst.methods.relora import ReLoRAConfig, ReLoRAMethod
 from sst.methods.sltrain import SLTrainConfig, SLTrainMethod
 from sst.methods.sltrain_linear import SLTrainLinear
 from sst.methods.sst import SSTConfig, SSTMethod
+from sst.methods.step_watch import MissedStepWarning, watch_steps
 from sst.methods.surgery import TargetError
 from sst.registry import METHODS
 
@@ -41,13 +42,19 @@ def build_method(config: MethodConfig, seed: int = 0) -> TrainingMethod:
 
 
 def convert(model: nn.Module, config: MethodConfig, seed: int = 0) -> tuple[nn.Module, TrainingMethod]:
-    """One call: build the method, apply its surgery to ``model`` in place -> (model, method)."""
+    """One call: build the method, apply its surgery to ``model`` in place -> (model, method).
+
+    Training the model without the method's optimizer or ``after_step`` (a bare
+    ``transformers.Trainer``) warns ``MissedStepWarning`` at the first such optimizer step.
+    """
     method = build_method(config, seed)
-    return method.prepare_model(model), method
+    model = method.prepare_model(model)
+    watch_steps(model, method)
+    return model, method
 
 
 __all__ = [
     "METHOD_CLASSES", "METHOD_CONFIGS", "CoLAConfig", "CoLALinear", "FiraConfig", "FullConfig", "GaLoreConfig",
-    "LoRAConfig", "LoRALinear", "MethodConfig", "ReLoRAConfig", "SLTrainConfig", "SLTrainLinear", "SSTConfig",
+    "LoRAConfig", "LoRALinear", "MethodConfig", "MissedStepWarning", "ReLoRAConfig", "SLTrainConfig", "SLTrainLinear", "SSTConfig",
     "TargetError", "TrainingMethod", "build_method", "convert",
 ]
