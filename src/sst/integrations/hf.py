@@ -23,7 +23,7 @@ METHOD_STATE_FILE = "sst_method.pt"
 HF_INSTALL = "pip install 'sparse-spectral-training[hf]' (transformers and accelerate)"
 
 
-def _transformers():
+def require_transformers():
     try:
         import transformers
     except ImportError as err:
@@ -89,7 +89,7 @@ _TRAINER: list[type] = []
 def _callback_class() -> type:
     if _CALLBACK:
         return _CALLBACK[0]
-    tf = _transformers()
+    tf = require_transformers()
 
     class SSTCallback(tf.TrainerCallback):
         """Runs the method's per-step work; saves its state with each Trainer checkpoint."""
@@ -118,7 +118,7 @@ def _callback_class() -> type:
 def _trainer_class() -> type:
     if _TRAINER:
         return _TRAINER[0]
-    tf = _transformers()
+    tf = require_transformers()
 
     class SSTTrainer(tf.Trainer):
         """``transformers.Trainer`` that trains a converted model the way its method requires.

@@ -40,14 +40,22 @@ class StepWatch:
     def __init__(self, model: nn.Module, method: TrainingMethod):
         self.model_name = type(model).__name__
         self.method_name = method.config.name or type(method).__name__
-        self.param_ids = {id(p) for p in model.parameters() if p.requires_grad}
+        self.params: dict[int, weakref.ref] = {}  # id -> the tensor (ids of freed tensors are reused)
+        self.watch([p for p in model.parameters() if p.requires_grad])
+        self.model = weakref.ref(model)
         self.method = weakref.ref(method)
         self.after_steps = 0
         self.optimizer_steps = 0
         self.warned = False
 
+    def watch(self, params: list[torch.Tensor]) -> None:
+        self.params.update({id(p): weakref.ref(p) for p in params})
+
+    def alive(self) -> bool:
+        return self.model() is not None and self.method() is not None
+
     def owns(self, optimizer: torch.optim.Optimizer) -> bool:
-        return any(id(p) in self.param_ids for g in optimizer.param_groups for p in g["params"])
+        return any(self.params.get(id(p), _dead)() is p for g in optimizer.param_groups for p in g["params"])
 
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Called before each optimizer step that updates this model's parameters."""
@@ -69,13 +77,17 @@ class StepWatch:
                 f"re-warm-ups) is silently skipped. Fix: {FIX}.", MissedStepWarning, stacklevel=3)
 
 
+def _dead() -> None:
+    return None
+
+
 _WATCHES: list[StepWatch] = []
 _HOOK: list = []
 
 
 def _pre_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
     for watch in list(_WATCHES):
-        if watch.method() is None:
+        if not watch.alive():
             _WATCHES.remove(watch)
         elif watch.owns(optimizer):
             watch.before_step(optimizer)
@@ -99,7 +111,7 @@ def watch_steps(model: nn.Module, method: TrainingMethod) -> None:
     def tagged_build_optimizer(*args, **kwargs):
         optimizer = build_optimizer(*args, **kwargs)
         optimizer._sst_method = method
-        watch.param_ids |= {id(p) for g in optimizer.param_groups for p in g["params"]}
+        watch.watch([p for g in optimizer.param_groups for p in g["params"]])
         return optimizer
 
     method.after_step, method.build_optimizer = counted_after_step, tagged_build_optimizer

@@ -1,7 +1,8 @@
-"""Memory accounting: parameter, gradient and optimizer-state bytes, and the CUDA peak.
+"""Parameter counts and memory accounting: parameter, gradient and optimizer-state bytes, the CUDA peak.
 
-Gradient bytes count the trainable parameters (each gets a gradient of its own size);
-parameter bytes include buffers (SST's frozen singular vectors, LoRA's W0 when a buffer).
+Counts: "all" parameters are those of the merged plain model, the same for every method on one
+base model. Gradient bytes count the trainable parameters (each gets a gradient of its own
+size); parameter bytes include buffers (SST's frozen singular vectors, LoRA's W0 when a buffer).
 """
 
 from __future__ import annotations
@@ -10,14 +11,21 @@ import torch
 from torch import nn
 
 from sst.optim.moments import state_bytes
+from sst.spectral.factored import FactoredLinear
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; SST's frozen vectors are buffers and count in total."""
+    """(trainable, all) parameters; all = the parameters of the merged plain model.
+
+    Each FactoredLinear counts as its dense out x in (+ bias) and nothing else: SST's frozen
+    singular vectors and LoRA's W0 never count twice, so "all" is the same for full-rank, LoRA,
+    SST and GaLore on one base model; a changed architecture (CoLA) counts its own parameters.
+    """
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters()) + sum(
-        b.numel() for b in model.buffers() if b.is_floating_point()
-    )
+    factored = [m for m in model.modules() if isinstance(m, FactoredLinear)]
+    inside = {id(p) for m in factored for p in m.parameters()}
+    total = sum(p.numel() for p in model.parameters() if id(p) not in inside)
+    total += sum(m.in_features * m.out_features + (m.out_features if m.bias is not None else 0) for m in factored)
     return trainable, total
 
 
