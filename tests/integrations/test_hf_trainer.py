@@ -84,9 +84,10 @@ def test_trainer_equals_the_library_loop_with_grad_accumulation(tmp_path, corpus
                 assert torch.equal(model.state_dict()[key], value), key
 
 
-def test_trainer_resume_equals_the_uninterrupted_run(tmp_path, corpus):
+@pytest.mark.parametrize("name", ["sst", "galore"])
+def test_trainer_resume_equals_the_uninterrupted_run(tmp_path, corpus, name):
     transformers = pytest.importorskip("transformers")
-    config = build_config(lm_config(corpus, tmp_path / "unused", METHODS["sst"], steps=6))
+    config = build_config(lm_config(corpus, tmp_path / "unused", METHODS[name], steps=6))
     whole, _ = trained_by_trainer(transformers, config, tmp_path / "a", save_strategy="steps", save_steps=3)
     checkpoint = tmp_path / "a" / "checkpoint-3"
     assert (checkpoint / METHOD_STATE_FILE).is_file()
@@ -136,3 +137,25 @@ def test_full_rank_needs_no_hooks(tiny_mlp):
         for _ in range(2):
             model(torch.randn(2, 12, dtype=torch.float64)).sum().backward()
             optimizer.step()
+
+
+def test_the_schedule_carries_the_method_lr_factor():
+    transformers = pytest.importorskip("transformers")
+    from sst.errors import ConfigError
+    from sst.integrations.hf import apply_lr_multiplier
+
+    method = sst.build_method(sst.SSTConfig(rank=2, resample_every=4, restart_warmup_steps=3))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    plain = transformers.get_scheduler("cosine", optimizer, num_warmup_steps=2, num_training_steps=12)
+    hf_factor = plain.lr_lambdas[0]
+    apply_lr_multiplier(plain, method)
+    apply_lr_multiplier(plain, method)  # idempotent
+    seen = []
+    for step in range(12):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        plain.step()
+    expected = [0.1 * hf_factor(s) * method.lr_multiplier(s) for s in range(12)]
+    assert seen == pytest.approx(expected) and method.lr_multiplier(4) < 1  # a re-warm-up is in there
+    with pytest.raises(ConfigError, match="lr_scheduler_type"):
+        apply_lr_multiplier(torch.optim.lr_scheduler.StepLR(optimizer, 3), method)

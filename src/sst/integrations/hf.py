@@ -73,12 +73,17 @@ def load_method_state(method: TrainingMethod, folder: str | Path) -> None:
         raise CheckpointError(
             f"{path}: missing; {folder} was not saved by SSTTrainer, so the method's state (its sampler) "
             "cannot be restored and the resume would not be exact")
-    method.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+    method.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def make_callback(method: TrainingMethod):
     """A ``TrainerCallback`` that runs ``method.after_step`` after every optimizer step and writes the
-    method's state into every checkpoint folder (rank 0)."""
+    method's state into every checkpoint folder (rank 0).
+
+    SSTTrainer adds it itself. With a plain Trainer it is only part of the contract: also pass
+    ``optimizers=(method.build_optimizer(...), scheduler)`` after ``apply_lr_multiplier(scheduler,
+    method)``, and ``load_method_state`` before resuming.
+    """
     return _callback_class()(method)
 
 
