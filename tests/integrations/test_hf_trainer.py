@@ -95,6 +95,10 @@ def test_trainer_resume_equals_the_uninterrupted_run(tmp_path, corpus, name):
     expected = whole.state_dict()
     for key, value in resumed.state_dict().items():
         torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+    loaded, method = sst.from_pretrained(tmp_path / "a" / "checkpoint-6")  # a Trainer checkpoint, one call
+    assert method.config.name == name and method.config.rank == 4
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, expected[key]), key
 
 
 def test_a_bare_trainer_warns_at_the_first_optimizer_step(tmp_path):

@@ -51,6 +51,19 @@ def test_save_load_round_trip_gives_equal_logits_and_method_state(tmp_path, buil
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+def test_a_models_own_save_pretrained_loads_with_the_method_it_records(tmp_path):
+    model, method = sst.convert(hf_llama(), sst.SSTConfig(rank=3, resample_every=2))
+    trained_a_little(model, method)
+    model.save_pretrained(str(tmp_path / "native"))  # transformers' own: config.json names the method
+    from sst.errors import RunWarning
+
+    with pytest.warns(RunWarning, match=r"sampler\) starts afresh"):
+        loaded, loaded_method = from_pretrained(tmp_path / "native")
+    assert loaded_method.config == method.config
+    ids = torch.randint(0, 97, (2, 12))
+    torch.testing.assert_close(lm_logits(loaded.eval(), ids), lm_logits(model, ids), rtol=0, atol=0)
+
+
 def test_from_pretrained_takes_a_base_model_and_names_what_is_missing(tmp_path, tiny_mlp):
     model, method = sst.convert(tiny_mlp, sst.SSTConfig(rank=3))
     save_pretrained(model, method, tmp_path / "mlp")
@@ -60,7 +73,7 @@ def test_from_pretrained_takes_a_base_model_and_names_what_is_missing(tmp_path, 
     x = torch.randn(4, 12, dtype=torch.float64)
     torch.testing.assert_close(loaded(x), model(x))
     (tmp_path / "mlp" / "sst_method.json").unlink()
-    with pytest.raises(CheckpointError, match="sst_method.json: missing"):
+    with pytest.raises(CheckpointError, match="sst_method.json: missing .and no sst_method in a config.json"):
         from_pretrained(tmp_path / "mlp", model=type(tiny_mlp)())
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sst.errors import CheckpointError, ConfigError, DependencyError
-from sst.methods import TrainingMethod
+from sst.methods import TrainingMethod, record_method
 
 METHOD_STATE_FILE = "sst_method.pt"
 HF_INSTALL = "pip install 'sparse-spectral-training[hf]' (transformers and accelerate)"
@@ -138,6 +138,7 @@ def _trainer_class() -> type:
                 raise ConfigError(f"SSTTrainer(method=...): expected the method from sst.convert, got {type(method).__name__}")
             self.method = method
             super().__init__(*args, **kwargs)
+            record_method(self.model, method.config)  # every checkpoint's config.json names the method
             self.sst_callback = make_callback(method)
             self.add_callback(self.sst_callback)
 

@@ -3,7 +3,9 @@
 A saved folder holds the converted model's full state (its factors: U, S, Vh, the active set,
 LoRA's A and B; ``model.safetensors``), the method config (``sst_method.json``) and state
 (``sst_method.pt``), and what rebuilds the base model: a Hugging Face ``config.json`` or our
-LLaMA's ``sst_llama.json`` (any other model is passed to ``from_pretrained``). Parameter counts
+LLaMA's ``sst_llama.json`` (any other model is passed to ``from_pretrained``). A folder that a
+converted Hugging Face model's own ``save_pretrained`` wrote (an SSTTrainer checkpoint) loads
+too: its config.json records the method (``sst_method``). Parameter counts
 use one definition of "all" for every method: the parameters of the merged, plain model.
 """
 
@@ -17,7 +19,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from sst.errors import CheckpointError, UsageError
+from sst.errors import CheckpointError, UsageError, warn
 from sst.inference.merge import merge_model
 from sst.integrations.hf import METHOD_STATE_FILE, load_method_state, require_transformers, save_method_state
 from sst.methods import TrainingMethod, build_method
@@ -71,6 +73,18 @@ def _base_model(folder: Path) -> nn.Module:
                      f"{HF_CONFIG_FILE}); pass the base model: from_pretrained(folder, model=...)")
 
 
+def _method_config(folder: Path) -> dict:
+    """The saved method config: sst_method.json, else the ``sst_method`` of a HF config.json."""
+    if (folder / METHOD_CONFIG_FILE).is_file():
+        return json.loads((folder / METHOD_CONFIG_FILE).read_text())
+    if (folder / HF_CONFIG_FILE).is_file():
+        saved = json.loads((folder / HF_CONFIG_FILE).read_text()).get("sst_method")
+        if isinstance(saved, dict):
+            return saved
+    raise CheckpointError(f"{folder / METHOD_CONFIG_FILE}: missing (and no sst_method in a config.json); "
+                          f"is {folder} a folder written by sst save_pretrained or SSTTrainer?")
+
+
 def from_pretrained(folder: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, TrainingMethod]:
     """Load a ``save_pretrained`` folder -> (converted model, method), equal to what was saved.
 
@@ -78,20 +92,26 @@ def from_pretrained(folder: str | Path, model: nn.Module | None = None) -> tuple
     weights load strictly; the method's state (its sampler) too, so training can go on.
     """
     folder = Path(folder)
-    for needed in (WEIGHTS_FILE, METHOD_CONFIG_FILE, METHOD_STATE_FILE):
-        if not (folder / needed).is_file():
-            raise CheckpointError(f"{folder / needed}: missing; is {folder} a folder written by sst save_pretrained?")
-    saved = json.loads((folder / METHOD_CONFIG_FILE).read_text())
+    saved = _method_config(folder)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: missing; is {folder} a folder written by sst save_pretrained? "
+                              "(sharded weights are not read: save with a larger max_shard_size)")
     config = from_dict(METHODS.config_class(saved.get("name", "")), saved, "method")
     with torch.random.fork_rng(devices=[]):  # the surgery's random draws are overwritten by the load
         model = model if model is not None else _base_model(folder)
         method = build_method(config)
         model = method.prepare_model(model)
     missing, unexpected = load_model(model, str(folder / WEIGHTS_FILE), strict=False)
+    loaded = {t.data_ptr() for k, t in model.state_dict().items() if k not in missing}
+    missing = [k for k in missing if model.state_dict()[k].data_ptr() not in loaded]  # tied weights saved once
     if missing or unexpected:
         raise CheckpointError(f"{folder / WEIGHTS_FILE}: does not fit the {type(model).__name__} converted by "
                               f"{config.name}; missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    load_method_state(method, folder)
+    if (folder / METHOD_STATE_FILE).is_file():
+        load_method_state(method, folder)
+    else:  # a model's own save_pretrained: the weights are exact, the sampler starts afresh
+        warn(f"{folder / METHOD_STATE_FILE}: missing; the model is loaded exactly, but the method's state "
+             "(its sampler) starts afresh: use sst.save_pretrained to keep it")
     watch_steps(model, method)
     return model, method
 

@@ -18,6 +18,7 @@ from sst.methods.sst import SSTConfig, SSTMethod
 from sst.methods.step_watch import MissedStepWarning, watch_steps
 from sst.methods.surgery import TargetError
 from sst.registry import METHODS
+from sst.schema import to_dict
 
 METHODS.register_all([
     ("full", FullConfig, FullMethod),
@@ -45,16 +46,25 @@ def convert(model: nn.Module, config: MethodConfig, seed: int = 0) -> tuple[nn.M
     """One call: build the method, apply its surgery to ``model`` in place -> (model, method).
 
     Training the model without the method's optimizer or ``after_step`` (a bare
-    ``transformers.Trainer``) warns ``MissedStepWarning`` at the first such optimizer step.
+    ``transformers.Trainer``) warns ``MissedStepWarning`` at the first such optimizer step. A
+    Hugging Face model's config records the method (``config.sst_method``), so every
+    ``save_pretrained`` of it (Trainer checkpoints too) names the method and its rank.
     """
     method = build_method(config, seed)
     model = method.prepare_model(model)
     watch_steps(model, method)
+    record_method(model, config)
     return model, method
+
+
+def record_method(model: nn.Module, config: MethodConfig) -> None:
+    """Store ``config`` as ``model.config.sst_method`` when the model has a Hugging Face config."""
+    if hasattr(getattr(model, "config", None), "to_json_string"):
+        model.config.sst_method = to_dict(config)
 
 
 __all__ = [
     "METHOD_CLASSES", "METHOD_CONFIGS", "CoLAConfig", "CoLALinear", "FiraConfig", "FullConfig", "GaLoreConfig",
     "LoRAConfig", "LoRALinear", "MethodConfig", "MissedStepWarning", "ReLoRAConfig", "SLTrainConfig", "SLTrainLinear", "SSTConfig",
-    "TargetError", "TrainingMethod", "build_method", "convert",
+    "TargetError", "TrainingMethod", "build_method", "convert", "record_method",
 ]
