@@ -1,12 +1,8 @@
-"""Train a converted model with ``transformers.Trainer``: ``SSTTrainer`` and ``SSTCallback``.
+"""Train a converted model with ``transformers.Trainer``: ``SSTTrainer`` (a subclass, since only a
+Trainer can choose the optimizer, wrap the schedule and see the checkpoint it resumes from).
 
-The method's contract under Trainer: its optimizer (``method.build_optimizer``: GaLoreAdamW, SST's
-parameter groups), lr(step) = peak * schedule(step) * method.lr_multiplier(step) (the Trainer's
-LambdaLR schedule wrapped), ``after_step`` once per optimizer step (never per micro-batch), and
-the method's state in every checkpoint (``sst_method.pt``) so ``resume_from_checkpoint`` is exact.
-
-A Trainer subclass, not a callback alone: a callback can neither choose the optimizer nor wrap
-the schedule before training starts, nor read the checkpoint that ``train`` resumes from.
+Optimizer = ``method.build_optimizer``; lr(step) = peak * schedule(step) * method.lr_multiplier(step);
+``after_step`` once per optimizer step; the method's state in every checkpoint (``sst_method.pt``).
 """
 
 from __future__ import annotations

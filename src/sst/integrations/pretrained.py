@@ -1,12 +1,9 @@
 """The PEFT-style life of a converted model: save, load back in one call, count, merge and unload.
 
-A saved folder holds the converted model's full state (its factors: U, S, Vh, the active set,
-LoRA's A and B; ``model.safetensors``), the method config (``sst_method.json``) and state
-(``sst_method.pt``), and what rebuilds the base model: a Hugging Face ``config.json`` or our
-LLaMA's ``sst_llama.json`` (any other model is passed to ``from_pretrained``). A folder that a
-converted Hugging Face model's own ``save_pretrained`` wrote (an SSTTrainer checkpoint) loads
-too: its config.json records the method (``sst_method``). Parameter counts
-use one definition of "all" for every method: the parameters of the merged, plain model.
+A folder holds the model's full state with its factors (``model.safetensors``), the method config
+and state (``sst_method.json``, ``sst_method.pt``) and the base model's config (HF ``config.json``,
+our LLaMA's ``sst_llama.json``); SSTTrainer checkpoints and a converted HF model's own
+``save_pretrained`` load too. "All" parameters = those of the merged, plain model, for every method.
 """
 
 from __future__ import annotations
