@@ -25,14 +25,3 @@ def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text("\n\n".join(docs))
     return path
-
-
-def lm_config(corpus, out_dir, method: dict, model: str = "hf:llama-tiny", **train) -> dict:
-    return {
-        "task": {"name": "lm", "model": model, "data": [str(corpus)], "vocab_size": 300, "seq_len": 16,
-                 "batch_size": 2, "val_fraction": 0.1, "cache_dir": str(corpus.parent / "cache")},
-        "method": method,
-        "train": {"steps": 4, "progress": False, "lr": 3e-3, "schedule": "constant", "eval_every": 0,
-                  "keep_best": False, "log_every": 1, **train},
-        "out_dir": str(out_dir),
-    }

@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from conftest import lm_config  # noqa: E402
+from runconfigs import corpus_lm_config as lm_config  # noqa: E402
 
 import sst  # noqa: E402
 from sst.build import build_run  # noqa: E402

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import lm_config
+from runconfigs import corpus_lm_config as lm_config
 
 from sst.cli import main
 from sst.config import build_config
