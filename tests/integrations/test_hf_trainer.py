@@ -23,6 +23,7 @@ from sst.train.loop import train  # noqa: E402
 METHODS = {
     "sst": {"name": "sst", "rank": 4, "resample_every": 2, "restart_warmup_steps": 2},
     "galore": {"name": "galore", "rank": 4, "proj_update_every": 2},
+    "relora": {"name": "relora", "rank": 4, "reset_every": 2, "restart_warmup_steps": 2},
 }
 
 
@@ -65,7 +66,7 @@ def trained_by_trainer(transformers, config, out, resume=None, **extra):
     return built.model, [r["loss"] for r in trainer.state.log_history if "loss" in r]
 
 
-@pytest.mark.parametrize("name", ["sst", "galore"])
+@pytest.mark.parametrize("name", ["sst", "galore", "relora"])
 def test_trainer_equals_the_library_loop_with_grad_accumulation(tmp_path, corpus, name):
     transformers = pytest.importorskip("transformers")
     config = build_config(lm_config(corpus, tmp_path / "loop", METHODS[name], grad_accum=2))
