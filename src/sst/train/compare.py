@@ -210,7 +210,7 @@ def markdown_report(report: dict) -> str:
     """A Markdown table of the comparison (one row per method, means over seeds)."""
     metric = report["metric"]
     lines = [
-        f"| method | rank | {metric} | val_loss | trainable params | % of total | optimizer state (MiB) "
+        f"| method | rank | {metric} | val_loss | trainable params | % of merged model | optimizer state (MiB) "
         "| peak memory (MiB) | units/s | SVD s | train s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -1,9 +1,10 @@
 """Memory accounting: what a run holds (parameters, frozen tensors, gradients, optimizer state),
-what autograd saves for backward, and the measured peak on every device.
+what autograd saves for backward, and the measured peak on every device; parameter counts.
 
 peak = max_memory_allocated on CUDA; on the CPU, held + (RSS high-water mark - RSS at the reset
 - growth of file-backed pages), held = the tensor bytes the run already holds at the reset
 (parameters, buffers, optimizer state): the run's growth of anonymous memory on top of it.
+"All" parameters are those of the merged plain model, the same for every method on one base model.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from sst.optim.moments import state_bytes
+from sst.spectral.factored import FactoredLinear
 
 PROC_STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")  # writing "5" resets VmHWM to the current VmRSS (Linux)
@@ -30,11 +32,17 @@ def _bytes(tensors) -> int:
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; SST's frozen vectors are buffers and count in total."""
+    """(trainable, all) parameters; all = the parameters of the merged plain model.
+
+    Each FactoredLinear counts as its dense out x in (+ bias) and nothing else: SST's frozen
+    singular vectors and LoRA's W0 never count twice, so "all" is the same for full-rank, LoRA,
+    SST and GaLore on one base model; a changed architecture (CoLA) counts its own parameters.
+    """
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters()) + sum(
-        b.numel() for b in model.buffers() if b.is_floating_point()
-    )
+    factored = [m for m in model.modules() if isinstance(m, FactoredLinear)]
+    inside = {id(p) for m in factored for p in m.parameters()}
+    total = sum(p.numel() for p in model.parameters() if id(p) not in inside)
+    total += sum(m.in_features * m.out_features + (m.out_features if m.bias is not None else 0) for m in factored)
     return trainable, total
 
 
