@@ -203,9 +203,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default); 1 is steadiest on a shared machine")
     p.add_argument("--out", default=str(RESULTS), help="folder for the JSON and Markdown results")
     p.add_argument("--tag", default="", help="file-name suffix (default: cuda or cpu)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     args.model = args.model or ("llama-130m" if device.type == "cuda" else "tiny")
     args.batch_size = args.batch_size or (64 if device.type == "cuda" else 4)

@@ -14,6 +14,18 @@ def tiny_lm_config(out_dir, method=None, **train):
     }
 
 
+def corpus_lm_config(corpus, out_dir, method: dict, model: str = "hf:llama-tiny", **train) -> dict:
+    """A run config dict for a tiny LM (default the HF LLaMA) on a small corpus file, constant LR."""
+    return {
+        "task": {"name": "lm", "model": model, "data": [str(corpus)], "vocab_size": 300, "seq_len": 16,
+                 "batch_size": 2, "val_fraction": 0.1, "cache_dir": str(corpus.parent / "cache")},
+        "method": method,
+        "train": {"steps": 4, "progress": False, "lr": 3e-3, "schedule": "constant", "eval_every": 0,
+                  "keep_best": False, "log_every": 1, **train},
+        "out_dir": str(out_dir),
+    }
+
+
 def timeless_records(run_dir):
     """metrics.jsonl of a run without its timings: equal for an uninterrupted and a resumed run."""
     from sst.train.logging import read_metrics

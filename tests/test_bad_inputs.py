@@ -178,7 +178,7 @@ INFERENCE_CASES = [
     case("eval-nonsense-device", ["eval", "{run}", "--device", "gpu0"], "--device"),
     case("generate-negative-top-k", ["generate", "{run}", "--top-k", "-1", "--max-new-tokens", "1"], "top_k"),
     case("export-lowrank-without-ratio", ["export", "{run}", "--out", "{out}", "--format", "lowrank"], "--ratio"),
-    case("export-hf-of-llama", ["export", "{run}", "--out", "{out}", "--format", "hf"], "--format hf"),
+    case("export-unknown-format", ["export", "{run}", "--out", "{out}", "--format", "onnx"], "--format"),
     case("export-ratio-one", ["export", "{run}", "--out", "{out}", "--ratio", "1.0"], "prune ratio"),
 ]
 

@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"config", "checkpoint", "sizing"},  # run configs (read the registries), checkpoint files, memory estimates
     {"build"},  # config -> task, model, method
     {"train", "inference"},  # the loop wires everything; inference never imports training
+    {"integrations"},  # bridges to transformers.Trainer, PEFT-style files, lm-evaluation-harness
     {"cli"},  # parses and calls
     {"__init__", "__main__"},  # the public API
 ]

@@ -117,18 +117,24 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from sst.inference.generate import generate_text
-    from sst.inference.loading import load_run
+    from sst.inference.opening import open_for_inference
 
-    run = load_run(args.checkpoint, args.device)
+    run = open_for_inference(args.checkpoint, args.device)
     text = generate_text(run, args.prompt, args.max_new_tokens, args.top_k, args.temperature, args.seed)
     print(args.prompt + text)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from sst.inference.loading import load_run
+    from sst.inference.opening import open_for_inference
 
-    run = load_run(args.checkpoint, args.device)
+    run = open_for_inference(args.checkpoint, args.device)
+    if args.lm_eval:
+        from sst.integrations.lm_eval import evaluate_lm_tasks
+
+        results = evaluate_lm_tasks(run, _split(args.lm_eval), args.max_batches or None)
+        print(json.dumps({"checkpoint": str(run.checkpoint), "lm_eval": results}, indent=2, default=str))
+        return 0
     if args.test_set:
         score = getattr(run.task, "evaluate_test_set", None)
         if score is None:
@@ -211,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("generate", parents=[common], help="continue a text prompt with a language-model run")
-    p.add_argument("checkpoint", help="run directory or checkpoint directory")
+    p.add_argument("checkpoint", help="run directory, checkpoint directory or export (any --format)")
     p.add_argument("--prompt", default="", help="text to continue (empty: start a new document)")
     p.add_argument("--max-new-tokens", type=int, default=50)
     p.add_argument("--top-k", type=int, default=1, help="sample among the k most likely tokens (1: greedy, 0: all)")
@@ -220,10 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("eval", parents=[common], help="evaluate a run or checkpoint on a split")
-    p.add_argument("checkpoint", help="run directory or checkpoint directory")
+    p = sub.add_parser("eval", parents=[common], help="evaluate a run, checkpoint or export on a split")
+    p.add_argument("checkpoint", help="run directory, checkpoint directory or export (any --format)")
     p.add_argument("--split", choices=["val", "test"], default="val")
-    p.add_argument("--max-batches", type=int, default=0, help="0: the whole split")
+    p.add_argument("--max-batches", type=int, default=0, help="0: the whole split (with --lm-eval: examples per task)")
+    p.add_argument("--lm-eval", metavar="TASKS",
+                   help="comma-separated lm-evaluation-harness tasks (needs lm-eval and the tasks' data locally)")
     p.add_argument("--test-set", action="append", metavar="NAME_OR_PATH",
                    help="translation: score this test set instead of --split (a Multi30K name such as "
                         "test_2017_flickr, a path prefix of PREFIX.src/PREFIX.tgt, or SRC_FILE,TGT_FILE); repeatable")

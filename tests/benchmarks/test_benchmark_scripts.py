@@ -95,3 +95,61 @@ def test_mt_compare_bleu_gap_needs_a_full_rank_lead():
     assert gap == pytest.approx((2.0 - 3.0) / (2.0 - 5.0)) and lead == pytest.approx(3.0)
     assert bleu_gap(scores, min_gap=4.0) == (None, pytest.approx(3.0))  # noise over noise: undefined
     assert bleu_gap({"full": 1.0, "sst": 0.5}, min_gap=0.0) == (None, None)
+
+
+def _memory_spec(**cell):
+    return {"model": "tiny", "vocab_size": 300, "seq_len": 16, "steps": 2, "interval": 200, "seed": 0,
+            "device": "cpu", "rank": 8, "method": "sst", "micro_batch": 1, "checkpointing": False,
+            "variant": "", "overrides": [], **cell}
+
+
+def test_memory_child_measures_the_peak_and_every_part_at_tiny_size():
+    bench = load("memory")
+    row = bench.child(_memory_spec())
+    for key in (*bench.PARTS, "peak_memory_bytes"):
+        assert row[key] > 0, key
+    assert row["peak_memory_source"].startswith("cpu_")
+    assert row["peak_memory_bytes"] >= sum(row[k] for k in bench.PARTS) - row["saved_activation_bytes"]
+    assert row["rank"] == 8 and row["frozen_bytes"] > 0  # SST's U_frozen / Vh_frozen
+
+
+def test_memory_child_skips_settings_this_version_lacks_or_measures_them():
+    import dataclasses
+
+    from sst.config import TrainConfig
+
+    bench = load("memory")
+    row = bench.child(_memory_spec(checkpointing=True))
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainConfig)}:
+        assert row["saved_activation_bytes"] < bench.child(_memory_spec())["saved_activation_bytes"]
+    else:
+        assert "train.activation_checkpointing" in row["skipped"]
+    assert "method.no_such_key" in bench.child(_memory_spec(overrides=["method.no_such_key=1"]))["skipped"]
+
+
+def test_memory_benchmark_refuses_a_preset_that_cannot_fit(monkeypatch, tmp_path):
+    import sst.sizing
+    from sst.errors import ConfigError
+
+    monkeypatch.setattr(sst.sizing, "available_memory", lambda device: (2**30, "MemAvailable"))
+    with pytest.raises(ConfigError, match=r"--model llama-1b --micro-batch 1 \(full\): .* GiB"):
+        load("memory").main(["--model", "llama-1b", "--methods", "full", "--micro-batch", "1",
+                             "--activation-checkpointing", "off", "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
+def test_memory_what_fits_picks_the_largest_preset_and_micro_batch():
+    bench = load("memory")
+    gib = 2**30
+    parts = lambda state_gib: {"trainable_param_bytes": state_gib * gib // 4, "frozen_bytes": 0,  # noqa: E731
+                               "grad_bytes": state_gib * gib // 4, "optimizer_state_bytes": state_gib * gib // 2}
+    meta = {"tiny": {**parts(4), "saved_one_sequence": gib, "saved_per_sequence": gib},
+            "llama-20m": {**parts(20), "saved_one_sequence": gib, "saved_per_sequence": gib}}
+    row = {**parts(4), "micro_batch": 1, "saved_activation_bytes": gib, "peak_memory_bytes": 5 * gib}
+    fits = bench.what_fits(meta, row, "tiny")
+    # tiny: 4 + B GiB; llama-20m: 20 + B GiB (candidates 1, 2, 4, 8, ...)
+    assert fits["best"] == {"16": "tiny x 8", "24": "llama-20m x 4", "80": "llama-20m x 32"}
+    doubled = bench.what_fits(meta, {**row, "peak_memory_bytes": 10 * gib}, "tiny")  # peak = 2 x parts
+    assert doubled["peak_over_parts"] == 2.0 and doubled["best"]["16"] == "tiny x 4"
+    scaled = bench.what_fits(meta, {**row, "saved_activation_bytes": 2 * gib, "peak_memory_bytes": 6 * gib}, "tiny")
+    assert scaled["activation_scale"] == 2.0 and scaled["best"]["24"] == "llama-20m x 2"

@@ -63,8 +63,8 @@ def test_lowrank_export_matches_the_pruned_model(sst_run, tmp_path, ids):
 
 
 def test_export_rejects_bad_formats(sst_run, tmp_path):
-    with pytest.raises(ValueError, match="Hugging Face"):
-        export_run(sst_run, tmp_path / "hf", "hf")
+    with pytest.raises(ValueError, match="format must be one of"):
+        export_run(sst_run, tmp_path / "onnx", "onnx")
     with pytest.raises(ValueError, match="--ratio or --energy"):
         export_run(sst_run, tmp_path / "low", "lowrank")
 
@@ -110,3 +110,4 @@ def test_hf_export_loads_with_from_pretrained(make_run, tmp_path, ids):
         torch.testing.assert_close(model(ids).logits, reference, rtol=1e-4, atol=1e-4)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
     assert tokenizer.decode(tokenizer("low rank model").input_ids) == "low rank model"
+    assert model.config.eos_token_id == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|endoftext|>")

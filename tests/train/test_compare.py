@@ -32,3 +32,24 @@ def test_report_warns_when_full_rank_is_no_ceiling():
     assert "80.0%" in fine and "no ceiling" not in fine
     odd = markdown_report(_report({"full": 31.0, "lora": 30.0, "sst": 22.0}))
     assert "full-rank did not beat" in odd
+
+
+def test_report_shows_the_measured_cpu_peak_its_breakdown_and_ratio_to_full_rank():
+    report = _report({"full": 20.0, "lora": 30.0, "sst": 22.0})
+    for i, run in enumerate(report["runs"]):
+        run.update({"peak_memory_bytes": (4 - i) * 2**20, "peak_memory_source": "cpu_rss_high_water",
+                    "trainable_param_bytes": 3 * 2**19, "frozen_bytes": i * 2**20, "grad_bytes": 3 * 2**19,
+                    "optimizer_state_bytes": 2**20, "saved_activation_bytes": 2**18})
+    text = markdown_report(report)
+    assert "n/a" not in text.split("### Memory")[0]  # the main table shows the CPU peak
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    memory_rows = [line for line in text.split("### Memory")[1].splitlines() if line.startswith("| sst")]
+    assert memory_rows == ["| sst | 1.50 | 2.00 | 1.50 | 1.00 | 0.25 | 2.00 | 0.50 |"]
+    assert "| 4.00 |" in rows["full"]
+    assert "Peak memory from: cpu_rss_high_water." in text and "one after another" in text
+
+
+def test_report_of_runs_without_the_breakdown_shows_dashes():
+    text = markdown_report(_report({"full": 20.0, "sst": 22.0}))
+    assert "| sst | - | - | - | 0.00 | - | n/a | - |" in text
+    assert "Peak memory from: not recorded." in text

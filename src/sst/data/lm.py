@@ -1,7 +1,7 @@
 """Language-model data: documents -> BPE tokens -> packed (seq_len + 1)-token sequences.
 
-Documents come from the shipped corpus ("builtin"), local text files and folders, or a Hugging
-Face dataset streamed by name ("hf:c4"). A deterministic, evenly spaced ``val_fraction`` of the
+Documents come from the shipped corpus ("builtin"), local text files and folders, a Hugging
+Face dataset streamed by name ("hf:c4"), or a ``datasets.Dataset`` object given from Python. A deterministic, evenly spaced ``val_fraction`` of the
 documents is held out for validation. Each split is one token stream (every document followed by
 ``<|endoftext|>``); sequence i is tokens[i*T : i*T + T + 1], inputs = [:-1], targets = [1:].
 """
@@ -22,6 +22,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from sst.atomic import atomic_write_bytes
+from sst.data import hf_dataset
 from sst.data.cache import cache_key, default_cache_dir
 from sst.data.tokenizer import EOT, load_or_train_tokenizer
 from sst.errors import DataError, DependencyError, MissingDataError
@@ -143,6 +144,12 @@ def resolve_sources(sources: list[str] | tuple[str, ...], max_chars: int = 0) ->
             corpus = BUILTIN_CORPORA[source]
             ids.append("builtin|" + hashlib.sha256(corpus.read_bytes()).hexdigest())
             readers.append(lambda corpus=corpus: split_documents(read_text(corpus)))
+            continue
+        elif source.startswith(hf_dataset.PREFIX):
+            if hf_dataset.is_streamed(source) and max_chars <= 0:
+                raise DataError(f"task.data: data source {source!r} is streamed: give a positive character budget")
+            ids.append(f"{source}|{max_chars if hf_dataset.is_streamed(source) else ''}")
+            readers.append(lambda source=source: hf_dataset.dataset_documents(source, max_chars))
             continue
         elif source.startswith("hf:"):
             name = source[3:]

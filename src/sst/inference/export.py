@@ -3,8 +3,9 @@
 dense: merged weights (W = U diag(S) Vh, W0 + BA, ...) as a safetensors state dict of the plain
 model class the task builds; lowrank: the singular-value-pruned model (LowRankLinear layers) plus
 ``lowrank.json`` with each layer's kept rank; hf: ``save_pretrained`` of the merged Hugging Face
-model (and tokenizer), loadable by ``from_pretrained`` without ``sst``; pifa: the pruned model with
-every truncated layer in PIFA form (k pivot rows and coefficients, ``pifa.json``).
+model (our LLaMA becomes ``LlamaForCausalLM``) with the tokenizer and the end-of-text id as bos/eos,
+loadable by ``from_pretrained`` without ``sst``; pifa: the pruned model with every truncated layer
+in PIFA form (k pivot rows and coefficients, ``pifa.json``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from sst.inference.loading import LoadedRun, load_run
 from sst.inference.lowrank import LayerRank, lowrank_model, prune_model
 from sst.inference.merge import merge_model, require_mergeable
 from sst.inference.pifa import pifa_from_lowrank, pifa_model
+from sst.models.hf import hf_llama_from_ours
+from sst.models.llama import LlamaModel
 from sst.tasks import build_task
 from sst.checkpoint import BEST, LAST, SHARDS_DIR, STATE_FILE, CheckpointError, find_checkpoint
 
@@ -48,9 +51,9 @@ def prepare_for_export(
     """
     if format not in EXPORT_FORMATS:
         raise UsageError(f"export format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
-    if format == "hf" and not is_hf_model(run.model):
+    if format == "hf" and not (is_hf_model(run.model) or isinstance(run.model, LlamaModel)):
         raise UsageError(
-            f"--format hf needs a Hugging Face model (task.model 'hf:...'); "
+            f"--format hf needs a language model (our LLaMA or task.model 'hf:...'); "
             f"{run.checkpoint} holds a {type(run.model).__name__}: use --format dense"
         )
     if format in FACTORED_FORMATS and ratio is None and energy is None:
@@ -66,6 +69,8 @@ def prepare_for_export(
         ranks = pifa_from_lowrank(run.model, ranks)
     if format not in FACTORED_FORMATS:
         merge_model(run.model)
+    if format == "hf" and isinstance(run.model, LlamaModel):
+        run.model = hf_llama_from_ours(run.model)
     return ranks
 
 
@@ -80,13 +85,21 @@ def _save_tokenizer(run: LoadedRun, out: Path) -> Path | None:
 
 
 def _save_hf(run: LoadedRun, out: Path) -> None:
-    run.model.save_pretrained(str(out))
+    """save_pretrained of the model and tokenizer; bos = eos = our ``<|endoftext|>`` id, which
+    separates (starts and ends) every training document; no pad id (padding_idx would freeze it)."""
     data = getattr(run.task, "data", None)
     tokenizer = getattr(data, "tokenizer", None)
     if tokenizer is not None:
-        from transformers import PreTrainedTokenizerFast
-
         from sst.data.tokenizer import EOT
+
+        eot = tokenizer.token_to_id(EOT)
+        for config in (run.model.config, getattr(run.model, "generation_config", None)):
+            if config is not None:
+                config.bos_token_id = config.eos_token_id = eot
+                config.pad_token_id = None
+    run.model.save_pretrained(str(out))
+    if tokenizer is not None:
+        from transformers import PreTrainedTokenizerFast
 
         PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOT, bos_token=EOT).save_pretrained(str(out))
 

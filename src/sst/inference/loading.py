@@ -26,12 +26,13 @@ from sst.checkpoint import (
 
 @dataclass
 class LoadedRun:
-    """A checkpoint ready for inference; ``model`` still holds the method's layers (unmerged)."""
+    """A checkpoint ready for inference; ``model`` still holds the method's layers (unmerged).
+    An export read back (``sst.inference.opening``) has no method: ``method`` is None."""
 
     config: RunConfig
     task: Task
     model: nn.Module
-    method: TrainingMethod
+    method: TrainingMethod | None
     checkpoint: Path  # the checkpoint directory that was read
     run_dir: Path
 

@@ -59,6 +59,8 @@ class SSTConfig(MethodConfig):
 
 
 class SSTMethod(TrainingMethod):
+    resample_seconds: float = 0.0  # re-sampling + re-SVD time inside training (svd_seconds adds conversion)
+
     def prepare_model(self, model: nn.Module) -> nn.Module:
         cfg = self.config
         targets = find_targets(model, cfg.target_modules, cfg.exclude_modules)
@@ -115,7 +117,9 @@ class SSTMethod(TrainingMethod):
                 if moved_by_svd is not None:
                     permute_state(optimizer, layer.S, moved_by_svd)
                 permute_state(optimizer, layer.S, moved_by_sampling)  # S is stored in slot order
-        self.svd_seconds += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        self.svd_seconds += elapsed
+        self.resample_seconds += elapsed
         reset = [p for layer in layers for p in (layer.U_active, layer.Vh_active)]
         if cfg.reset_singular_value_state:
             reset += [layer.S for layer in layers]
@@ -138,6 +142,16 @@ class SSTMethod(TrainingMethod):
                 [layer.U_active, layer.Vh_active, layer.S, layer.U_frozen, layer.Vh_frozen, moved]
             )
         return moved, layer.sample_(cfg.sampling, self.generator), failed
+
+    def report(self) -> dict:
+        return {**super().report(), "resample_seconds": self.resample_seconds}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "resample_seconds": self.resample_seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.resample_seconds = float(state.get("resample_seconds", 0.0))
 
     def lr_multiplier(self, step: int) -> float:
         return restart_warmup(step, self.config.resample_every, self.config.restart_warmup_steps)

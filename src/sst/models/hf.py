@@ -2,7 +2,8 @@
 
 Lets the paper's OPT and LLaMA experiments run on the reference implementations. ``transformers``
 is optional and imported only when such a model is built. ``lm_logits`` gives every causal LM the
-same call: token ids (B, T) -> logits (B, T, V).
+same call: token ids (B, T) -> logits (B, T, V). ``hf_llama_from_ours`` maps our plain LLaMA onto
+``LlamaForCausalLM`` (same names under ``model.``, same rotary halves convention: equal logits).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import nn
 
 from sst.errors import ConfigError, DependencyError
 
-from sst.models.llama import LLAMA_PRESETS
+from sst.models.llama import LLAMA_PRESETS, LlamaModel
 
 # OPT shapes of the public checkpoints (opt-350m projects 1024 <-> 512 at the embeddings and
 # normalises after each sub-layer, like the released model); "opt-tiny" is for tests.
@@ -71,6 +72,27 @@ def build_hf_model(
         fields.setdefault("word_embed_proj_dim", fields["hidden_size"])
         return tf.OPTForCausalLM(tf.OPTConfig(**fields))
     raise ConfigError(f"unknown Hugging Face model {name!r}; choose one of {sorted(HF_MODELS)}")
+
+
+def hf_llama_from_ours(model: LlamaModel) -> nn.Module:
+    """A ``LlamaForCausalLM`` holding the weights of our ``LlamaModel`` (plain nn.Linear layers:
+    merge first); its logits equal ours on any token ids (B, T), T <= max_seq_len."""
+    tf = _transformers()
+    c = model.config
+    hf = tf.LlamaForCausalLM(tf.LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.d_model, num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads, num_key_value_heads=c.n_heads, intermediate_size=c.d_ff,
+        max_position_embeddings=c.max_seq_len, rms_norm_eps=c.norm_eps, rope_theta=c.rope_theta,
+        initializer_range=c.init_std, tie_word_embeddings=c.tie_embeddings, attention_bias=False,
+        mlp_bias=False, hidden_act="silu",
+    ))
+    weights = {(k if k.startswith("lm_head.") else "model." + k): v for k, v in model.state_dict().items()}
+    missing, unexpected = hf.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if "rotary" not in k and not (c.tie_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise ConfigError(f"our LLaMA does not map onto LlamaForCausalLM (merge its layers first): "
+                          f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    return hf.to(next(model.parameters()).dtype).eval()
 
 
 def lm_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from torch import nn
 
 from sst.errors import UsageError
 from sst.schema import ConfigError, check_range
+from sst.data.hf_dataset import dataset_source, is_hf_dataset, is_streamed
 from sst.data.lm import LMData, check_sequences, load_lm_data, pack
 from sst.models.hf import HF_MODELS, OPT_PRESETS, build_hf_model, lm_logits
 from sst.models.llama import LLAMA_PRESETS, build_llama
@@ -59,6 +60,12 @@ class LMTaskConfig(TaskConfig):
     cache_dir: str = ""  # "": sst.data.cache.default_cache_dir ($SST_CACHE_DIR, ~/.cache/sst, ...)
 
     def __post_init__(self) -> None:
+        # From Python, a datasets.Dataset / IterableDataset (or a list holding some) is data too.
+        sources = [self.data] if is_hf_dataset(self.data) or isinstance(self.data, str) else list(self.data)
+        self.data = [dataset_source(s) if is_hf_dataset(s) else s for s in sources]
+        bad = [type(s).__name__ for s in self.data if not isinstance(s, str)]
+        if bad:
+            raise ConfigError(f"task.data: entries must be source names or datasets.Dataset objects, got {bad}")
         is_hf = self.model.startswith("hf:") and self.model.removeprefix("hf:") in HF_MODELS
         if self.model not in LLAMA_PRESETS and not is_hf:
             choices = sorted(LLAMA_PRESETS) + [f"hf:{m}" for m in HF_MODELS]
@@ -79,7 +86,7 @@ class LMTaskConfig(TaskConfig):
             raise ConfigError(f"task.n_heads: {n_heads} does not divide task.d_model={d_model}{parity}")
         if not self.data:
             raise ConfigError("task.data: give a source ('builtin', a path or 'hf:<dataset>')")
-        streamed = [s for s in self.data if s.startswith("hf:")]
+        streamed = [s for s in self.data if s.startswith("hf:") or is_streamed(s)]
         if streamed and self.max_train_tokens == 0:
             raise ConfigError(
                 f"task.max_train_tokens: must be > 0 to bound the streamed source(s) {streamed}"

@@ -210,7 +210,7 @@ def markdown_report(report: dict) -> str:
     """A Markdown table of the comparison (one row per method, means over seeds)."""
     metric = report["metric"]
     lines = [
-        f"| method | rank | {metric} | val_loss | trainable params | % of total | optimizer state (MiB) "
+        f"| method | rank | {metric} | val_loss | trainable params | % of merged model | optimizer state (MiB) "
         "| peak memory (MiB) | units/s | SVD s | train s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -223,11 +223,20 @@ def markdown_report(report: dict) -> str:
             f"| {s['method']} | {r['rank'] if r['rank'] is not None else '-'} | {value} "
             f"| {mean('val_loss'):.4f} | {r['trainable_params']:,} "
             f"| {100 * r['trainable_params'] / r['total_params']:.1f}% | {_mb(r['optimizer_state_bytes'])} "
-            f"| {_mb(r['peak_memory_bytes']) if r['peak_memory_bytes'] else 'n/a (CPU)'} "
+            f"| {_mb(r['peak_memory_bytes']) if r.get('peak_memory_bytes') else 'n/a'} "
             f"| {mean('tokens_per_second'):.0f} | {mean('svd_seconds'):.2f} | {mean('train_seconds'):.1f} |"
         )
     for name, message in report.get("diverged", {}).items():
         lines.append(f"| {name} | diverged: {message} |" + " |" * 9)
+    structural = [(s["method"], statistics.fmean(100 * r["resample_seconds"] / max(r["train_seconds"], 1e-9)
+                                                 for r in report["runs"] if r["method"] == s["method"]))
+                  for s in report["summary"]
+                  if all("resample_seconds" in r for r in report["runs"] if r["method"] == s["method"])]
+    if structural:
+        lines.append("")
+        lines.append("Re-sampling + re-SVD inside training: " + ", ".join(
+            f"{name} {share:.2f}% of train s" for name, share in structural)
+            + " (the conversion SVD is in SVD s only).")
     gap = report["gap_reduction"]
     lines.append("")
     lines.append(
@@ -250,7 +259,49 @@ def markdown_report(report: dict) -> str:
             "Warning: the gap reduction is over 100% (SST beats full-rank), which usually means the "
             "full-rank baseline is not tuned: sweep train.lr for every method (--sweep)."
         )
-    return "\n".join(lines + protocol_lines(report)) + "\n"
+    return "\n".join(lines + memory_lines(report) + protocol_lines(report)) + "\n"
+
+
+MEMORY_PARTS = (("trainable_param_bytes", "trainable params"), ("frozen_bytes", "frozen"),
+                ("grad_bytes", "gradients"), ("optimizer_state_bytes", "optimizer state"),
+                ("saved_activation_bytes", "saved activations"))
+
+
+def memory_lines(report: dict) -> list[str]:
+    """Each method's memory breakdown (MiB), its measured peak, the peak / full-rank's, and where
+    the peak comes from. Runs written before the breakdown existed show "-"."""
+    firsts = [next(r for r in report["runs"] if r["method"] == s["method"]) for s in report["summary"]]
+    if not firsts:
+        return []
+    reference = _one_with_role("reference", [r["method"] for r in firsts])
+    full_peak = next((r.get("peak_memory_bytes") for r in firsts if r["method"] == reference), None)
+    lines = ["", "### Memory (MiB; saved activations: one micro-batch's tensors kept for backward)", "",
+             "| method | " + " | ".join(name for _, name in MEMORY_PARTS) + " | peak | peak / full-rank |",
+             "|---|" + "---|" * (len(MEMORY_PARTS) + 2)]
+    for r in firsts:
+        parts = " | ".join(_mb(r[key]) if r.get(key) is not None else "-" for key, _ in MEMORY_PARTS)
+        peak = r.get("peak_memory_bytes")
+        ratio = f"{peak / full_peak:.2f}" if peak and full_peak else "-"
+        lines.append(f"| {r['method']} | {parts} | {_mb(peak) if peak else 'n/a'} | {ratio} |")
+    sources = sorted({r.get("peak_memory_source") or "not recorded" for r in firsts})
+    lines += ["", f"Peak memory from: {', '.join(sources)}."]
+    if any(s.startswith("cpu") for s in sources):
+        # The methods of a comparison train one after another in this process. reset_peak trims
+        # malloc's heap and clears the high-water mark before each run and file-backed pages are
+        # left out, so no run inherits another's peak or hides its allocations in memory another
+        # freed; but the allocator's state (its raised mmap threshold, fragmented arenas) carries
+        # over. Measured (llama-20m, vocabulary 8192, 4 x 256 tokens, benchmarks/memory.py's
+        # child): full-rank 310 MiB as the first run, 346 MiB after SST and LoRA in the same
+        # process, 311-316 MiB in processes of its own.
+        lines.append(
+            "On the CPU the peak is the growth of the resident set above the run's start plus the tensors "
+            "the run held then (parameters, buffers, optimizer state). The methods ran one after another "
+            "in one process: the high-water mark is reset and the C heap trimmed before each, so no run "
+            "inherits another's peak, but the allocator's state carries over and a later run can read up "
+            "to ~10% higher than in a process of its own. For differences that small, use "
+            "benchmarks/memory.py, which measures each method in its own process."
+        )
+    return lines
 
 
 def _fmt(value: Any) -> str:

@@ -47,6 +47,7 @@ from sst.optim.schedules import lr_factor
 from sst.shards import full, local
 from sst.tasks import move_to
 from sst.train import distributed
+from sst.train.memory import peak_memory_source, saved_activations
 from sst.train.interrupt import StopSignals, TrainingInterrupted
 from sst.train.logging import MetricsLogger, warn
 from sst.train.memory import count_parameters, memory_report, peak_memory_bytes, reset_peak
@@ -135,6 +136,7 @@ class Run:
     state: LoopState = field(default_factory=LoopState)
     saved: tuple[int, bool] | None = None  # (step, eval_pending) of the newest checkpoint in last/
     saved_at: float = field(default_factory=time.monotonic)  # when it was written (or the run opened)
+    saved_activation_bytes: int | None = None  # autograd's saved tensors in this process's first micro-step
 
     @property
     def model(self) -> nn.Module:
@@ -308,8 +310,12 @@ def train_step(run: Run, batch_for: Callable[[int], Any] | None = None) -> StepR
         index = (state.step * tc.grad_accum + micro) * dist.world_size + dist.rank
         batch = move_to(batch_for(index), device)
         sync = micro == tc.grad_accum - 1 or not dist.enabled
-        with (contextlib.nullcontext() if sync else distributed.no_sync(run.wrapped)), _autocast(device, tc.dtype):
+        measure = run.saved_activation_bytes is None  # once per process: the hooks only add sizes
+        with (contextlib.nullcontext() if sync else distributed.no_sync(run.wrapped)), _autocast(device, tc.dtype), \
+                saved_activations(run.model, enabled=measure) as saved:
             loss, micro_units = run.built.task.loss(run.runner, batch)
+        if measure:
+            run.saved_activation_bytes = saved.bytes
         (loss / tc.grad_accum).backward()
         loss_sum += loss.detach().float() * micro_units
         units += micro_units
@@ -457,7 +463,8 @@ def fit(run: Run, stop: StopSignals | None = None) -> None:
         from tqdm.auto import tqdm
 
         progress = tqdm(total=tc.steps, initial=state.step, desc=run.config.method.name, dynamic_ncols=True)
-    reset_peak(run.dist.device)
+    held = memory_report(run.model, run.optimizer)  # what the run holds before its first step
+    reset_peak(run.dist.device, held["param_bytes"] + held["optimizer_state_bytes"])
     try:
         while True:
             if state.eval_pending:  # this step's, or that of the checkpoint the run resumed from
@@ -510,6 +517,8 @@ def finish(run: Run) -> dict[str, Any]:
         "total_params": total,
         **memory_report(run.model, run.optimizer),
         "peak_memory_bytes": peak,
+        "peak_memory_source": peak_memory_source(run.dist.device),
+        "saved_activation_bytes": run.saved_activation_bytes,
         "tokens_per_second": state.units * run.dist.world_size / max(state.train_seconds, 1e-9),
         "svd_seconds": 0.0,
         "train_seconds": state.train_seconds,
