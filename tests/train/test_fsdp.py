@@ -128,3 +128,18 @@ def test_fsdp_reshards_on_resume(tmp_path, before, after):
     torch.testing.assert_close(resumed, losses(tmp_path / "single"), rtol=1e-6, atol=1e-6)
     history = [json.loads(line) for line in (tmp_path / "run" / "config_history.jsonl").read_text().splitlines()]
     assert history == [{"step": 4, "key": "train.grad_accum", "old": 2 // before, "new": 2 // after}]
+
+
+@pytest.mark.slow
+def test_fsdp_shards_hugging_face_blocks(tmp_path):
+    """A Hugging Face LLaMA: its decoder layers are the sharded blocks; SST trains as on one process."""
+    pytest.importorskip("transformers")
+    runs = {}
+    for name, world in (("single", 1), ("fsdp", 2)):
+        runs[name] = config(tmp_path / name, world=world, grad_clip=0.0)
+        runs[name]["task"].update(model="hf:llama-tiny", d_ff=96)
+    train(build_config(runs["single"]))
+    run_fsdp(runs["fsdp"], world=2)
+    sharded = losses(tmp_path / "fsdp")
+    assert len(sharded) == 8
+    torch.testing.assert_close(sharded, losses(tmp_path / "single"), rtol=1e-6, atol=1e-6)
