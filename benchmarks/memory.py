@@ -13,6 +13,8 @@ the predicted peak is those parts times the cell's measured peak / parts.
     python benchmarks/memory.py                       # llama-350m, micro-batch 1,4, checkpointing off,on
     python benchmarks/memory.py --model llama-20m --vocab-size 1000 --micro-batch 1 \\
         --activation-checkpointing off --variant sst:method.frozen_dtype=bfloat16
+    python benchmarks/memory.py --micro-batch 4 --activation-checkpointing off \\
+        --variant train.parallelism=fsdp          # FSDP2 (one process) next to the default DDP path
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from sst.registry import METHODS
 from sst.sizing import SKIP_ENV, MemoryEstimate, check_fits
 from sst.tasks.lm import LMTask
 from sst.train.compare import DEFAULT_METHODS, method_config
-from sst.train.distributed import DistInfo
+from sst.train.distributed import DistInfo, setup
 from sst.train.loop import open_run, train_step
 from sst.train.memory import memory_report, peak_memory_bytes, peak_memory_source, reset_peak, saved_activations
 
@@ -188,7 +190,9 @@ def child(spec: dict) -> dict:
     tokens = torch.randint(0, spec["vocab_size"], (cell.micro_batch, spec["seq_len"] + 1), generator=gen)
     batch = {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]}
     with tempfile.TemporaryDirectory() as tmp:
-        run = open_run(dataclasses.replace(config, out_dir=tmp), DistInfo(device=device), built=built)
+        # train.parallelism=fsdp (a --variant): FSDP2 in this one process, as `sst train` would
+        dist = setup(str(device), "fsdp") if config.train.parallelism == "fsdp" else DistInfo(device=device)
+        run = open_run(dataclasses.replace(config, out_dir=tmp), dist, built=built)
         held = memory_report(run.model, run.optimizer)
         reset_peak(device, held["param_bytes"] + held["optimizer_state_bytes"])  # as the loop's fit()
         start = time.perf_counter()
