@@ -104,6 +104,8 @@ def saved_activations(model: nn.Module, enabled: bool = True) -> Iterator[SavedA
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         found.tensors += 1
+        if isinstance(t, nn.Parameter):  # FSDP2's gathered weights: parameters, not activations
+            return t
         key = _storage_key(t)
         if key not in own and key not in found._seen:
             found._seen.add(key)
