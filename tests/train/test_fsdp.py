@@ -17,6 +17,7 @@ from runconfigs import timeless_records, tiny_lm_config
 
 from safetensors.torch import load_file
 
+from sst.checkpoint import CheckpointError
 from sst.config import build_config
 from sst.inference.loading import load_run
 from sst.train.loop import train
@@ -143,3 +144,15 @@ def test_fsdp_shards_hugging_face_blocks(tmp_path):
     sharded = losses(tmp_path / "fsdp")
     assert len(sharded) == 8
     torch.testing.assert_close(sharded, losses(tmp_path / "single"), rtol=1e-6, atol=1e-6)
+
+
+def test_resuming_with_another_parallelism_is_refused_in_one_line(tmp_path):
+    run = config(tmp_path, steps=2)
+    train(build_config(run))
+    run["train"]["parallelism"] = "fsdp"
+    try:
+        with pytest.raises(CheckpointError, match=r"\['train.parallelism'\] differ"):
+            train(build_config(run), resume=True)
+    finally:  # fsdp opened a one-process group in this process
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
