@@ -207,10 +207,19 @@ def child(spec: dict) -> dict:
             "rank": getattr(config.method, "rank", None)}
 
 
-def run_child(spec: dict) -> dict:
+# glibc keeps freed blocks below its (growing, up to 32 MiB) mmap threshold in the heap, so the
+# resident set also counts memory no tensor holds any more. A 64 KiB threshold returns every larger
+# block at once: the high-water mark then tracks live tensor bytes, the CPU analogue of CUDA's
+# max_memory_allocated (which leaves the caching allocator's reserve out). --allocator default
+# measures with glibc's own settings instead (what a plain process would show).
+LIVE_BYTES_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+
+
+def run_child(spec: dict, allocator: str = "live") -> dict:
     """``child(spec)`` in a fresh process of this script; {"error": ...} when it fails."""
+    env = {**os.environ, **(LIVE_BYTES_ENV if allocator == "live" else {})}
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     if done.returncode != 0 or not lines:
         return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
@@ -248,7 +257,10 @@ def markdown(report: dict) -> str:
         "",
         f"{s['steps']} optimizer steps per cell, each cell in a process of its own; peak from "
         f"{', '.join(report['peak_sources']) or '-'} (on the CPU: resident-set growth from the run's start "
-        "plus the tensors held then; float32). torch " + report["torch"] + ".",
+        "plus the tensors held then; float32; allocator: "
+        + ("glibc returns freed blocks at once, so the peak tracks live tensor bytes"
+           if s.get("allocator", "live") == "live" else "glibc as is, so the peak also holds freed heap memory")
+        + "). torch " + report["torch"] + ".",
         "",
         "| method | variant | checkpointing | micro-batch | peak MiB | x full | trainable | frozen | grads "
         "| optimizer | saved activations | other |",
@@ -346,6 +358,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--allocator", choices=("live", "default"), default="live",
+                   help="CPU: live = glibc returns freed blocks at once (peak ~ live tensor bytes); default = glibc as is")
+    p.add_argument("--tag", default="", help="file-name suffix after the device")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child is not None:
@@ -373,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
         base = {"method": cell.method, "micro_batch": cell.micro_batch, "checkpointing": cell.checkpointing,
                 "variant": cell.variant}
         result = ({"skipped": skipped[cell.setting]} if cell.setting in skipped
-                  else run_child({**spec, **base, "overrides": list(cell.overrides)}))
+                  else run_child({**spec, **base, "overrides": list(cell.overrides)}, args.allocator))
         rows.append({**base, **result})
         print(f"{cell.method:7s} B={cell.micro_batch} ckpt={'on' if cell.checkpointing else 'off'} "
               f"{cell.variant or '-'}: " + (f"peak {mib(result['peak_memory_bytes'])} MiB"
@@ -416,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"memory_{args.model}_{device.type}"
+    stem = out / f"memory_{args.model}_{device.type}{'_' + args.tag if args.tag else ''}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))

@@ -46,7 +46,8 @@ def compose_split(
     r = U_a.shape[1]
     W = (U_a * S[:r]) @ Vh_a
     if U_f.shape[1]:
-        W = torch.addmm(W, U_f.to(W.dtype) * S[r:].to(W.dtype), Vh_f.to(W.dtype))
+        US = U_f * S[r:]  # type promotion raises a bf16 U_f to S's dtype in this one product
+        W = torch.addmm(W, US.to(W.dtype), Vh_f.to(W.dtype))
     return W
 
 
@@ -115,7 +116,7 @@ class SpectralProduct(torch.autograd.Function):
             UG = U_a.T.to(low) @ dW  # (r, in)
             dS_a = (U_a.to(acc) * GV.to(acc)).sum(0)
             if frozen:
-                dS_f = ((U_f.T.to(low) @ dW).to(acc) * Vh_f.to(acc)).sum(1)
+                dS_f = ((U_f.T.to(low) @ dW).to(acc) * Vh_f).sum(1)  # Vh_f promoted, not copied
             dU, dVh = GV * c.to(low), UG * c.to(low)[:, None]
             dx = None
             if ctx.needs_input_grad[0]:
