@@ -195,11 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("export", parents=[common],
-                       help="merge a trained run to a plain (or low-rank / PIFA / HF) model")
+                       help="merge a trained run to a plain (or low-rank / PIFA / HF / CoLA) model")
     p.add_argument("checkpoint", help="run directory (uses best/, else last/) or checkpoint directory")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--format", choices=["dense", "lowrank", "hf", "pifa"], default="dense",
-                   help="pifa: pruned layers as pivot rows + coefficients (needs --ratio or --energy)")
+    p.add_argument("--format", choices=["dense", "lowrank", "hf", "pifa", "cola"], default="dense",
+                   help="pifa: pruned layers as pivot rows + coefficients (needs --ratio or --energy); "
+                        "cola: a CoLA run with its A, B layers kept (the only format for CoLA runs)")
     kept = p.add_mutually_exclusive_group()
     kept.add_argument("--ratio", type=float, help="prune ratio: drop this share of each layer's singular values")
     kept.add_argument("--energy", type=float, help="keep the fewest singular values holding this share of sum S^2")

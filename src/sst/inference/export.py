@@ -5,7 +5,9 @@ model class the task builds; lowrank: the singular-value-pruned model (LowRankLi
 ``lowrank.json`` with each layer's kept rank; hf: ``save_pretrained`` of the merged Hugging Face
 model (our LLaMA becomes ``LlamaForCausalLM``) with the tokenizer and the end-of-text id as bos/eos,
 loadable by ``from_pretrained`` without ``sst``; pifa: the pruned model with every truncated layer
-in PIFA form (k pivot rows and coefficients, ``pifa.json``).
+in PIFA form (k pivot rows and coefficients, ``pifa.json``); cola: a CoLA run's model with its
+CoLALinear layers kept as A, B and bias (y = B SiLU(A x) + b has no dense weight), ``cola.json``
+with each layer's shape and rank. The other formats refuse CoLA layers and name this one.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import yaml
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from sst.errors import UsageError
+from sst.errors import ConfigError, UsageError
 from sst.config import build_config
+from sst.inference.cola_form import cola_layers, cola_model, cola_shapes
 from sst.inference.loading import LoadedRun, load_run
 from sst.inference.lowrank import LayerRank, lowrank_model, prune_model
 from sst.inference.merge import merge_model, require_mergeable
@@ -29,11 +32,11 @@ from sst.models.llama import LlamaModel
 from sst.tasks import build_task
 from sst.checkpoint import BEST, LAST, SHARDS_DIR, STATE_FILE, CheckpointError, find_checkpoint
 
-ExportFormat = Literal["dense", "lowrank", "hf", "pifa"]
-EXPORT_FORMATS = ("dense", "lowrank", "hf", "pifa")
+ExportFormat = Literal["dense", "lowrank", "hf", "pifa", "cola"]
+EXPORT_FORMATS = ("dense", "lowrank", "hf", "pifa", "cola")
 FACTORED_FORMATS = ("lowrank", "pifa")  # kept factored, so they need --ratio or --energy
-MODEL_FILE, CONFIG_FILE, INFO_FILE, RANKS_FILE, PIFA_FILE, TOKENIZER_FILE = (
-    "model.safetensors", "config.yaml", "export.json", "lowrank.json", "pifa.json", "tokenizer.json",
+MODEL_FILE, CONFIG_FILE, INFO_FILE, RANKS_FILE, PIFA_FILE, COLA_FILE, TOKENIZER_FILE = (
+    "model.safetensors", "config.yaml", "export.json", "lowrank.json", "pifa.json", "cola.json", "tokenizer.json",
 )
 
 
@@ -51,6 +54,10 @@ def prepare_for_export(
     """
     if format not in EXPORT_FORMATS:
         raise UsageError(f"export format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
+    if format == "cola":
+        _prepare_cola(run, ratio, energy)
+        return {}
+    _refuse_cola_layers(run.model, format)
     if format == "hf" and not (is_hf_model(run.model) or isinstance(run.model, LlamaModel)):
         raise UsageError(
             f"--format hf needs a language model (our LLaMA or task.model 'hf:...'); "
@@ -72,6 +79,31 @@ def prepare_for_export(
     if format == "hf" and isinstance(run.model, LlamaModel):
         run.model = hf_llama_from_ours(run.model)
     return ranks
+
+
+def _refuse_cola_layers(model: nn.Module, format: str) -> None:
+    """ConfigError naming --format cola if ``model`` holds CoLALinear layers (no dense weight)."""
+    layers = list(cola_layers(model))
+    if layers:
+        shown = ", ".join(repr(n) for n in layers[:3]) + (", ..." if len(layers) > 3 else "")
+        raise ConfigError(
+            f"a {format} export: {len(layers)} layer(s) ({shown}) are CoLALinear (y = B SiLU(A x) + b, no dense "
+            f"weight to merge or prune): use --format cola, which keeps each layer's A, B and bias"
+        )
+
+
+def _prepare_cola(run: LoadedRun, ratio: float | None, energy: float | None) -> None:
+    """Check that ``run.model`` fits the cola format and merge its other factored layers in place."""
+    if ratio is not None or energy is not None:
+        raise UsageError("--format cola keeps every CoLA layer whole (A, B and bias; no singular values "
+                         "to prune): drop --ratio/--energy")
+    shapes = cola_shapes(run.model)
+    if not shapes:
+        raise UsageError(f"--format cola needs CoLALinear layers (a method.name: cola run); {run.checkpoint} "
+                         f"holds none: use --format dense")
+    merge_model(run.model)
+    # The export reads back as the task's plain model with these layers swapped in: nothing else may differ.
+    require_mergeable(run.model, lambda: cola_model(run.task.build_model(), shapes), "a cola export")
 
 
 def _save_tokenizer(run: LoadedRun, out: Path) -> Path | None:
@@ -124,9 +156,10 @@ def export_run(
 ) -> Path:
     """Export a run or checkpoint directory to ``out_dir``; returns ``out_dir``.
 
-    Writes model.safetensors (dense/lowrank/pifa) or the HF files (hf), plus config.yaml (the run
-    config), export.json (what was done) and, for lowrank and pifa, lowrank.json or pifa.json
-    (per-layer ranks). Refuses (CheckpointError) an ``out_dir`` that holds a run or a checkpoint.
+    Writes model.safetensors (dense/lowrank/pifa/cola) or the HF files (hf), plus config.yaml (the
+    run config), export.json (what was done) and, for lowrank and pifa, lowrank.json or pifa.json
+    (per-layer ranks), for cola cola.json (per-layer shapes and ranks). Refuses (CheckpointError)
+    an ``out_dir`` that holds a run or a checkpoint.
     """
     refuse_checkpoint_folder(Path(out_dir))
     run = load_run(checkpoint)
@@ -143,6 +176,9 @@ def export_run(
     if format in FACTORED_FORMATS:
         ranks_file = RANKS_FILE if format == "lowrank" else PIFA_FILE
         (out / ranks_file).write_text(json.dumps({n: r.as_dict() for n, r in ranks.items()}, indent=2))
+    if format == "cola":
+        shapes = {n: shape.as_dict() for n, shape in cola_shapes(run.model).items()}
+        (out / COLA_FILE).write_text(json.dumps(shapes, indent=2))
     info = {
         "format": format,
         "source": str(run.checkpoint),
@@ -159,11 +195,13 @@ def export_run(
 
 
 def load_exported(export_dir: str | Path) -> nn.Module:
-    """Rebuild a dense, lowrank or pifa export: the task's plain model class, weights loaded strictly."""
+    """Rebuild a dense, lowrank, pifa or cola export: the task's plain model class (with the recorded
+    low-rank, PIFA or CoLA layers swapped in), weights loaded strictly."""
     export_dir = Path(export_dir)
     for needed in (CONFIG_FILE, MODEL_FILE):
         if not (export_dir / needed).is_file():
-            raise CheckpointError(f"{export_dir / needed}: missing; is {export_dir} a dense or lowrank export?")
+            raise CheckpointError(f"{export_dir / needed}: missing; is {export_dir} an export of sst "
+                                  "(dense, lowrank, pifa or cola)?")
     config = build_config(yaml.safe_load((export_dir / CONFIG_FILE).read_text()))
     task = build_task(config.task, config.seed, export_dir)
     model = task.build_model()
@@ -171,6 +209,8 @@ def load_exported(export_dir: str | Path) -> nn.Module:
         lowrank_model(model, json.loads((export_dir / RANKS_FILE).read_text()))
     if (export_dir / PIFA_FILE).is_file():
         pifa_model(model, json.loads((export_dir / PIFA_FILE).read_text()))
+    if (export_dir / COLA_FILE).is_file():
+        cola_model(model, json.loads((export_dir / COLA_FILE).read_text()), str(export_dir / COLA_FILE))
     missing, unexpected = load_model(model, str(export_dir / MODEL_FILE), strict=False)
     if missing or unexpected:
         raise CheckpointError(
