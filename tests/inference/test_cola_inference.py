@@ -41,11 +41,17 @@ def test_every_export_format_refuses_cola_layers_clearly(cola_run, tmp_path, for
     assert not (tmp_path / format).exists()
 
 
-def test_an_hf_export_refuses_cola_layers_rather_than_save_what_from_pretrained_cannot_read(make_run, tmp_path):
+def test_a_cola_hf_model_is_refused_by_hf_export_and_kept_by_format_cola(make_run, tmp_path):
     pytest.importorskip("transformers")
     run_dir = make_run(tmp_path / "hf_cola", {"name": "cola", "rank": 4}, model="hf:llama-tiny")
     with pytest.raises(ConfigError, match=r"a hf export: \d+ layer\(s\) .* are CoLALinear.*use --format cola"):
         export_run(run_dir, tmp_path / "hf", "hf")
+    # --format cola fits a Hugging Face model too: the same logits from the export as from the run.
+    exported, run = open_for_inference(export_run(run_dir, tmp_path / "cola", "cola")), load_run(run_dir)
+    assert type(exported.model).__name__ == "LlamaForCausalLM"
+    ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(lm_logits(exported.model, ids), lm_logits(run.model, ids), rtol=1e-6, atol=1e-6)
 
 
 def test_pruning_refuses_cola_layers_clearly(cola_run, tmp_path, capsys):

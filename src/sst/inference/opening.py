@@ -1,7 +1,7 @@
 """Open anything inference reads: a run, a checkpoint, or an export of any format.
 
 An export folder (``export.json`` beside ``config.yaml``) is rebuilt from its own files: dense,
-lowrank and pifa into the task's plain model class, hf with ``from_pretrained``; the task comes
+lowrank, pifa and cola into the task's plain model class, hf with ``from_pretrained``; the task comes
 from the run config it carries (data and tokenizer for ``sst eval`` and ``sst generate``).
 """
 
