@@ -50,7 +50,8 @@ def prepare_for_export(
     """Turn ``run.model`` in place into what ``format`` stores; -> per-layer ranks (empty: no pruning).
 
     With ``ratio`` or ``energy`` the singular values are pruned first; the dense and hf formats then
-    store the truncated weights as plain nn.Linear (same function as the low-rank model).
+    store the truncated weights as plain nn.Linear (same function as the low-rank model). cola keeps
+    the CoLALinear layers and takes no ratio or energy; every other format refuses them.
     """
     if format not in EXPORT_FORMATS:
         raise UsageError(f"export format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
