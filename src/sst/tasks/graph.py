@@ -19,7 +19,8 @@ from torch import nn
 
 from sst.schema import ConfigError, check_range
 from sst.data.graph_datasets import check_dataset_name, load_graph
-from sst.data.graphs import Graph, GraphDataError, LinkSplit, sample_negative_edges, split_edges
+from sst.data.graphs import Graph, LinkSplit, sample_negative_edges, split_edges
+from sst.errors import DataError
 from sst.models.hyperbolic_gcn import HyboNetGCN
 from sst.models.modes import eval_mode
 from sst.tasks.base import Task, TaskConfig
@@ -191,7 +192,7 @@ class NodeClassificationTask(_GraphTask):
 
     def build_model(self) -> nn.Module:
         if self.graph.num_classes == 0:
-            raise GraphDataError(f"{self.config.dataset}: node classification needs labels "
+            raise DataError(f"{self.config.dataset}: node classification needs labels "
                                  f"(labels.npy or labels.csv in the folder)")
         return HyboNetGCN(n_classes=self.graph.num_classes, **self._model_kwargs())
 
