@@ -69,7 +69,7 @@ def test_test_set_errors(tmp_path):
                                               r"tried .*test_2018_flickr.de"):
         TranslationTask(TranslationTaskConfig(test_sets=["test_2018_flickr"], **base), 0, tmp_path / "run")
     (other / "newstest.en").write_text("one line\n")
-    with pytest.raises(DataError, match=r"misaligned test set '.*newstest' \(task.test_sets\[0\]\): .*newstest.de "
+    with pytest.raises(DataError, match=r"^task.test_sets\[0\]: test set '.*newstest' is misaligned: .*newstest.de "
                                        r"has 10 lines but .*newstest.en has 1 \(line 2 of .*newstest.de has no"):
         TranslationTask(TranslationTaskConfig(test_sets=[str(other / "newstest")], **base), 0, tmp_path / "run")
     (other / "test_2017_flickr.de").write_text("a\n")

@@ -110,7 +110,7 @@ def read_parallel(corpus_dir: Path, split: str, src_lang: str, tgt_lang: str) ->
     if src_lang == tgt_lang:
         raise DataError(f"task.tgt_lang: source and target language are both {src_lang!r}")
     return read_parallel_files(_split_path(corpus_dir, split, src_lang), _split_path(corpus_dir, split, tgt_lang),
-                               f"{split} split")
+                               f"misaligned {split} split")
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,13 +167,14 @@ def resolve_test_set(spec: str | list[str], corpus_dir: Path, src_lang: str, tgt
                            f"(Multi30K names: {list(MULTI30K_TEST_SETS)})")
 
 
-def read_parallel_files(src_path: Path, tgt_path: Path, what: str = "test set") -> tuple[list[str], list[str]]:
-    """Aligned (source, target) sentences of two files (``what`` they are, for errors); unequal line
-    counts are a DataError naming both files and the first line that has no partner."""
+def read_parallel_files(src_path: Path, tgt_path: Path,
+                        what: str = "misaligned test set") -> tuple[list[str], list[str]]:
+    """Aligned (source, target) sentences of two files; unequal line counts are a DataError that
+    starts with ``what`` and names both files and the first line without a partner."""
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
         longer = src_path if len(src) > len(tgt) else tgt_path
-        raise DataError(f"misaligned {what}: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)} "
+        raise DataError(f"{what}: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)} "
                         f"(line {min(len(src), len(tgt)) + 1} of {longer} has no translation)")
     return src, tgt
 

@@ -242,7 +242,7 @@ class TranslationTask(Task):
                 error = ConfigError if option.startswith("task.") else UsageError
                 raise error(f"{option}: test set {spec!r}: its name {key!r} is taken by {self.test_set_files[key][0]}")
             return key
-        src, tgt = mt_data.read_parallel_files(src_path, tgt_path, f"test set {spec!r} ({option})")
+        src, tgt = mt_data.read_parallel_files(src_path, tgt_path, f"{option}: test set {spec!r} is misaligned")
         self.data.splits[key] = mt_data.ParallelSplit(
             src, tgt, mt_data.encode(self.data.tokenizer, src, cfg.max_len),
             mt_data.encode(self.data.tokenizer, tgt, cfg.max_len))
