@@ -1,12 +1,15 @@
 """Hyperbolic GCN benchmark: full-rank, LoRA, ReLoRA*, GaLore and SST on HyboNet node classification
 and link prediction, each method tuned over a learning-rate grid on validation, several seeds and ranks.
 
-For every dataset, rank r and method: train the first --tune-seeds seeds at every lr of --lrs, pick the
-lr with the best mean validation score, train the other seeds at that lr only, report the test metric
-(mean ± std over all seeds). Full-rank does not depend on r: it is trained once and shared. Gap
-reduction = (best of LoRA/ReLoRA* - SST) / (best of LoRA/ReLoRA* - full) on the test means.
---long is HyboNet's budget: constant lr, validation every 10 epochs, stop after 200 epochs without
-improvement, at most 3000. Runs go to --runs-dir (finished ones are reused); tables to
+For every dataset and rank r, the harness's comparison (``run_comparison`` with the sweep
+``train.lr=--lrs``, as ``sst compare --sweep``) trains each method at every lr on the first
+--tune-seeds seeds, picks the lr with the best mean validation score (flagged at a grid edge), trains
+the other seeds at that lr only, and reports the test metric (mean ± std over all seeds); a method
+diverging at a chosen-lr seed is reported as diverged. Full-rank does not depend on r: it is one
+comparison shared by every r. Gap reduction = (best of LoRA/ReLoRA* - SST) / (best of LoRA/ReLoRA* -
+full) on the test means. --long is HyboNet's budget: constant lr, validation every 10 epochs, stop
+after 200 epochs without improvement, at most 3000. Runs go to --runs-dir/<task>/<dataset>/
+{full-rank,r<rank>}/<method>/lr=<lr>/seed<k> (finished ones are reused); tables to
 benchmarks/results/graph_<task>[_<tag>].{json,md}.
 
     python benchmarks/graph_compare.py --long --tag tuned                   # everything: slow
@@ -30,8 +33,8 @@ import torch
 
 from sst.config import load_config, to_dict
 from sst.registry import METHODS, TASKS
-from sst.train.compare import DEFAULT_METHODS, gap_reduction, method_config
-from sst.train.loop import NonFiniteLossError, train
+from sst.train.compare import DEFAULT_METHODS, gap_reduction, method_config, run_comparison
+from sst.train.loop import NonFiniteLossError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # task -> dataset -> preset (src/sst/configs/<preset>.yaml)
@@ -61,90 +64,89 @@ def uses_rank(method: str) -> bool:
     return any(f.name == "rank" for f in dataclasses.fields(METHODS.config_class(method)))
 
 
-def run_dir(root: Path, method: str, rank: int, lr: float, seed: int) -> Path:
-    sub = root / method / f"r{rank}" if uses_rank(method) else root / method
-    return sub / f"lr{lr:g}" / f"seed{seed}"
+def _record(row: dict, rank: int | None) -> dict:
+    """One run of the comparison (a sweep cell or a repeat seed) as the benchmark lists it."""
+    lr = row["cell"].get("train.lr", row.get("lr"))
+    record = {"method": row["method"], "rank": rank, "lr": lr, "seed": row["seed"]}
+    if row.get("diverged"):
+        return {**record, "diverged": row["diverged"]}
+    return {**record, "val": row[row.get("selection_metric") or row["metric"]], "test": row[row["metric"]],
+            **{k: row[k] for k in RUN_KEYS if k in row}}
 
 
-def train_one(config, method: str, rank: int, lr: float, seed: int, root: Path) -> dict:
-    """One run (reused when it already finished); a diverging run is recorded, not raised."""
-    cfg = dataclasses.replace(
-        config, method=method_config(config.method, method, rank), seed=seed,
-        train=dataclasses.replace(config.train, lr=lr), out_dir=str(run_dir(root, method, rank, lr, seed)),
-    )
-    record = {"method": method, "rank": rank if uses_rank(method) else None, "lr": lr, "seed": seed}
+def compare_methods(config, methods: list[str], rank: int | None, lrs: list[float], seeds: list[int],
+                    tune_seeds: int, out: Path) -> tuple[dict, list[dict], dict | None]:
+    """``run_comparison`` of ``methods`` at ``rank`` with ``train.lr`` swept over ``lrs`` (chosen
+    on the mean validation score of the first ``tune_seeds`` seeds, then repeated for the rest);
+    returns (summary per method, every run, the graph's description)."""
+    if not methods:
+        return {}, [], None
     try:
-        result = train(cfg, resume="auto")
-    except NonFiniteLossError as err:
-        return {**record, "diverged": str(err)}
-    task = TASKS.classes[config.task.name]
-    return {**record, "val": result[task.selection_metric], "test": result[task.report_metric],
-            "graph": result["task"], **{k: result[k] for k in RUN_KEYS}}
-
-
-def _mean_or_none(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
-def tune_method(config, method: str, rank: int, lrs: list[float], seeds: list[int], tune_seeds: int,
-                root: Path, cache: dict) -> dict:
-    """Grid over ``lrs`` on the first ``tune_seeds`` seeds, the rest at the lr of best mean validation."""
-    def run(lr, seed):
-        key = (method, rank if uses_rank(method) else None, lr, seed)
-        if key not in cache:
-            cache[key] = train_one(config, method, rank, lr, seed, root)
-        return cache[key]
-
-    tuning = {lr: [run(lr, s) for s in seeds[:tune_seeds]] for lr in lrs}
-    val_by_lr = {lr: _mean_or_none([r["val"] for r in rs if "val" in r]) if all("val" in r for r in rs) else None
-                 for lr, rs in tuning.items()}
-    finite = {lr: v for lr, v in val_by_lr.items() if v is not None}
-    summary = {"val_by_lr": {f"{lr:g}": v for lr, v in val_by_lr.items()},
-               "diverged_lrs": [f"{lr:g}" for lr, v in val_by_lr.items() if v is None]}
-    if not finite:
-        return {**summary, "diverged": True}
-    higher = TASKS.classes[config.task.name].higher_is_better
-    best = (max if higher else min)(finite, key=lambda lr: finite[lr])
-    runs = tuning[best] + [run(best, s) for s in seeds[tune_seeds:]]
-    done = [r for r in runs if "test" in r]
-    tests = [r["test"] for r in done]
-    return {
-        **summary, "lr": best, "lr_at_edge": len(lrs) > 1 and best in (min(lrs), max(lrs)),
-        "mean": statistics.fmean(tests), "std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-        "seeds": len(tests), "diverged_seeds": [r["seed"] for r in runs if "diverged" in r],
-        "val_mean": statistics.fmean(r["val"] for r in done),
-        "steps_mean": statistics.fmean(r["steps"] for r in done),
-        "best_step_mean": statistics.fmean(r["best_step"] for r in done),
-        "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in done),
-        "trainable_params": done[0]["trainable_params"], "total_params": done[0]["total_params"],
-    }
+        report = run_comparison(config, methods, out, rank=rank, seeds=seeds, sweep_values={"train.lr": lrs},
+                                tune_seeds=tune_seeds)
+    except NonFiniteLossError as err:  # every method diverged at every lr
+        report = {"sweep": {"cells": [], "chosen": {}}, "runs": [], "diverged": {m: str(err) for m in methods}}
+    ranks = {m: rank if uses_rank(m) else None for m in methods}
+    tuning = [{**row, "lr": row["cell"]["train.lr"]} for row in report["sweep"]["cells"]]
+    repeats = [{**r, "lr": r["cell"]["train.lr"]} for r in report["runs"] if r["seed"] not in seeds[:tune_seeds]]
+    records = [_record(row, ranks[row["method"]]) for row in tuning + repeats]
+    tuned = {(r["method"], r["lr"], r["seed"]): r for r in records}
+    summary = {}
+    for m in methods:
+        per_lr = {lr: [tuned.get((m, lr, s), {}) for s in seeds[:tune_seeds]] for lr in lrs}
+        val_by_lr = {lr: statistics.fmean(r["val"] for r in rs) if all("val" in r for r in rs) else None
+                     for lr, rs in per_lr.items()}
+        summary[m] = {"val_by_lr": {f"{lr:g}": v for lr, v in val_by_lr.items()},
+                      "diverged_lrs": [f"{lr:g}" for lr, v in val_by_lr.items() if v is None]}
+        if m in report["diverged"]:
+            summary[m].update(diverged=True, diverged_message=report["diverged"][m])
+            continue
+        choice = report["sweep"]["chosen"][m]
+        runs = [r for r in report["runs"] if r["method"] == m]
+        tests = [r[r["metric"]] for r in runs]
+        summary[m].update({
+            "lr": choice["cell"]["train.lr"], "lr_at_edge": "train.lr" in choice["edge"],
+            "mean": statistics.fmean(tests), "std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+            "seeds": len(tests),
+            "val_mean": statistics.fmean(r[r.get("selection_metric") or r["metric"]] for r in runs),
+            **{f"{k}_mean": statistics.fmean(r[k] for r in runs) for k in ("steps", "best_step", "train_seconds")},
+            "trainable_params": runs[0]["trainable_params"], "total_params": runs[0]["total_params"],
+        })
+    graph = next((r["task"] for r in report["runs"] if "task" in r), None)
+    return summary, records, graph
 
 
 def run_dataset(task: str, dataset: str, methods: list[str], ranks: list[int], lrs: list[float],
                 seeds: list[int], tune_seeds: int, overrides: list[str], runs_root: Path) -> dict:
-    """Every method at every rank on one dataset: summaries per rank, gap reductions, all runs."""
+    """Every method at every rank on one dataset: summaries per rank, gap reductions, all runs.
+    Full-rank (no rank) is one comparison in <root>/full-rank shared by every r; the low-rank
+    methods are one comparison per rank in <root>/r<rank>."""
     preset = PRESETS[task][dataset]
     config = load_config(preset, overrides)
     root = runs_root / task / dataset
     task_class = TASKS.classes[config.task.name]
-    began, cache = time.perf_counter(), {}
+    began = time.perf_counter()
+    shared = [m for m in methods if not uses_rank(m)]
+    low_rank = [m for m in methods if uses_rank(m)]
+    shared_summary, runs, graph = compare_methods(config, shared, None, lrs, seeds, tune_seeds, root / "full-rank")
     by_rank = {}
     for rank in ranks:
-        summary = {m: tune_method(config, m, rank, lrs, seeds, tune_seeds, root, cache) for m in methods}
+        low_summary, low_runs, low_graph = compare_methods(config, low_rank, rank, lrs, seeds, tune_seeds,
+                                                           root / f"r{rank}")
+        runs, graph = runs + low_runs, graph or low_graph
+        summary = {m: {**shared_summary, **low_summary}[m] for m in methods}
         scores = {m: s["mean"] for m, s in summary.items() if not s.get("diverged")}
         by_rank[str(rank)] = {"summary": summary, "gap_reduction": gap_reduction(scores, task_class.higher_is_better)}
         print(f"[{task}/{dataset} r={rank}] " + ", ".join(f"{m} {_cell(s)}" for m, s in summary.items())
               + f"; gap reduction {_pct(by_rank[str(rank)]['gap_reduction'])}", flush=True)
-    runs = list(cache.values())
     tc = config.train
     return {
         "task": task, "dataset": dataset, "preset": preset, "metric": task_class.report_metric,
-        "higher_is_better": task_class.higher_is_better,
-        "graph": next((r["graph"] for r in runs if "graph" in r), None), "ranks": by_rank,
+        "higher_is_better": task_class.higher_is_better, "graph": graph, "ranks": by_rank,
         "budget": {"max_steps": tc.steps, "eval_every": tc.eval_every, "patience_evals": tc.patience,
                    "patience_steps": tc.patience * tc.eval_every, "schedule": tc.schedule},
-        "runs": [{k: v for k, v in r.items() if k != "graph"} for r in runs],
-        "train_runs": len(runs), "wall_seconds": time.perf_counter() - began, "config": to_dict(config),
+        "runs": runs, "train_runs": len(runs), "wall_seconds": time.perf_counter() - began,
+        "config": to_dict(config),
         "method_configs": {f"{m}@r{rank}": to_dict(method_config(config.method, m, rank))
                            for m in methods for rank in ranks},
     }

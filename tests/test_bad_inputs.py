@@ -36,6 +36,16 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "bad.yaml").write_text("task: [unclosed\n")
     (root / "list.yaml").write_text("- task\n- method\n")
     (root / "no-method.yaml").write_text("task: {name: lm}\n")
+    misaligned = root / "mt-misaligned"  # a Multi30K-style folder whose train.en lacks a line
+    misaligned.mkdir()
+    for stem in ("train", "val", "test_2016_flickr"):
+        (misaligned / f"{stem}.de").write_text("ein hund\neine katze\n")
+        (misaligned / f"{stem}.en").write_text("a dog\n" if stem == "train" else "a dog\na cat\n")
+    graph = root / "graph-bad-row"  # a user graph folder whose edge list has a malformed line
+    graph.mkdir()
+    (graph / "edges.csv").write_text("0,1\n1;2\n")
+    (graph / "features.csv").write_text("1,0\n0,1\n1,1\n")
+    (graph / "labels.csv").write_text("0\n1\n0\n")
     return {p.name: str(p) for p in root.iterdir()} | {"missing": str(root / "missing.txt"), "root": str(root)}
 
 
@@ -44,6 +54,14 @@ def lm_run(tmp_path_factory) -> str:
     """A finished 2-step run of the tiny LM (for eval, prune, generate and export)."""
     out = tmp_path_factory.mktemp("lm-run") / "run"
     assert main(["train", "tiny/lm", "train.steps=2", "train.progress=false", "--out", str(out)]) == 0
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def mt_run(tmp_path_factory) -> str:
+    """A finished 1-step run of the tiny translation task (for eval --test-set)."""
+    out = tmp_path_factory.mktemp("mt-run") / "run"
+    assert main(["train", "tiny/translation", "train.steps=1", "train.progress=false", "--out", str(out)]) == 0
     return str(out)
 
 
@@ -138,6 +156,12 @@ CASES = [
     case("mt-missing-corpus", ["train", "tiny/translation", "task.data=multi30k", "task.data_dir={missing}"],
          "task.data_dir"),
     case("mt-same-languages", ["train", "tiny/translation", "task.tgt_lang=de"], "task.tgt_lang"),
+    case("mt-misaligned-lines", ["train", "tiny/translation", "task.data=multi30k", "task.data_dir={mt-misaligned}"],
+         "misaligned train split: {mt-misaligned}/train.de has 2 lines but {mt-misaligned}/train.en has 1"),
+    case("mt-unknown-test-set", ["train", "tiny/translation", "task.test_sets=[test_2099]"],
+         "task.test_sets[0]: test set 'test_2099' not found"),
+    case("graph-folder-bad-row", ["train", "tiny/node_classification", "task.dataset=path:{graph-bad-row}"],
+         "graph-bad-row/edges.csv: line 2: expected two integer node ids"),
     case("nc-hidden-zero", ["train", "tiny/node_classification", "task.hidden=0"], "task.hidden"),
     case("nc-unknown-dataset", ["train", "tiny/node_classification", "task.dataset=nosuch"], "task.dataset"),
     case("lp-temperature-zero", ["train", "tiny/link_prediction", "task.t=0"], "task.t"),
@@ -161,7 +185,7 @@ def test_bad_input_is_one_clear_line(argv, names, files, tmp_path, capsys, monke
     # Fixed free memory, so that the size check decides the same on every machine.
     monkeypatch.setattr(sst.sizing, "available_memory", lambda device: (16 * GIB, "test"))
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
-    argv = fill(argv, files)
+    argv, names = fill(argv, files), fill([names], files)[0]
     if argv[0] == "train" and len(argv) > 1:
         argv += [TRAIN] + ([] if "--out" in argv else ["--out", str(tmp_path / "run")])
     assert_one_line_error(*cli_error(argv, capsys), names)
@@ -186,6 +210,22 @@ INFERENCE_CASES = [
 @pytest.mark.parametrize("argv, names", INFERENCE_CASES)
 def test_bad_inference_input_is_one_clear_line(argv, names, lm_run, tmp_path, capsys):
     argv = fill(argv, {"run": lm_run, "out": tmp_path / "export"})
+    assert_one_line_error(*cli_error(argv, capsys), names)
+
+
+TEST_SET_CASES = [
+    case("eval-unknown-test-set", ["--test-set", "test_2099"], "--test-set: test set 'test_2099' not found"),
+    case("eval-misaligned-test-set", ["--test-set", "{mt-misaligned}/train"],
+         "--test-set: test set '{mt-misaligned}/train' is misaligned: {mt-misaligned}/train.de has 2 lines"),
+    case("eval-test-set-of-three-files", ["--test-set", "a.de,b.en,c.en"], "--test-set: test set ['a.de', 'b.en', "),
+    case("eval-test-set-pair-missing-file", ["--test-set", "{mt-misaligned}/val.de,{missing}"],
+         "missing.txt does not exist"),
+]
+
+
+@pytest.mark.parametrize("argv, names", TEST_SET_CASES)
+def test_bad_test_set_is_one_clear_line(argv, names, mt_run, files, capsys):
+    argv, names = fill(["eval", mt_run, *argv], files), fill([names], files)[0]
     assert_one_line_error(*cli_error(argv, capsys), names)
 
 

@@ -47,8 +47,10 @@ def test_lr_is_tuned_on_validation_and_tables_are_written(graph_compare, tmp_pat
     # full-rank: trained once for both ranks; each low-rank method: 2 lrs x seed 0, then seed 1 at the best lr
     assert sum(1 for k in by_run if k[0] == "full") == 3
     assert sum(1 for k in by_run if k[0] == "sst" and k[1] == 2) == 3
-    assert (runs / "node_classification/disease_tree/full/lr0.05/seed0/results.json").is_file()
-    assert (runs / "node_classification/disease_tree/sst/r1/lr0.001/seed0/results.json").is_file()
+    # the harness's sweep layout: one comparison for full-rank, one per rank for the others
+    assert (runs / "node_classification/disease_tree/full-rank/full/lr=0.05/seed0/results.json").is_file()
+    assert (runs / "node_classification/disease_tree/r1/sst/lr=0.001/seed0/results.json").is_file()
+    assert not (runs / "node_classification/disease_tree/r1/full").exists()
     for rank in ("1", "2"):
         summary = entry["ranks"][rank]["summary"]
         for method, s in summary.items():
@@ -74,16 +76,17 @@ def test_lr_is_tuned_on_validation_and_tables_are_written(graph_compare, tmp_pat
 
 
 def test_divergence_is_recorded_not_raised(graph_compare, tmp_path, monkeypatch):
+    from sst.train import compare
     from sst.train.loop import NonFiniteLossError
 
-    real = graph_compare.train
+    real = compare.train
 
     def fake(config, resume=False):
         if config.method.name == "sst" or (config.method.name == "lora" and config.train.lr == 0.05):
             raise NonFiniteLossError(f"training loss became nan at step 3 (method {config.method.name})")
         return real(config, resume)
 
-    monkeypatch.setattr(graph_compare, "train", fake)
+    monkeypatch.setattr(compare, "train", fake)  # graph_compare trains through run_comparison
     out = tmp_path / "results"
     argv = ["--task", "node_classification", "--datasets", "disease_tree", "--methods", "full,lora,sst",
             "--seeds", "0", "--ranks", "2", "--lrs", "0.01,0.05", "--runs-dir", str(tmp_path / "runs"),

@@ -7,7 +7,7 @@ import torch
 from sst.config import ConfigError
 from sst.data.graph_datasets import load_graph
 from sst.data.graph_folder import load_graph_folder
-from sst.data.graphs import GraphDataError
+from sst.errors import DataError, MissingDataError
 
 FEATURES = [[1.0, 0.0, 2.0], [0.5, 0.5, 0.0], [0.0, 1.0, 1.0], [3.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 4.0]]
 LABELS = [0, 1, 1, 0, 2, 2]
@@ -63,6 +63,12 @@ def _npy(name, array):
     return edit
 
 
+def _binary(name):
+    def edit(folder):
+        (folder / name).write_bytes(bytes(range(256)))
+    return edit
+
+
 def _remove(*names):
     def edit(folder):
         for name in names:
@@ -110,6 +116,8 @@ CASES = {
     "split of floats": (_splits(train=[0.0, 1.0], val=[2], test=[3]),
                         r"train.npy: expected a 1-D array of integer node ids, got float64"),
     "corrupt npy": (_edit("labels.npy", "garbage"), r"labels.npy: not a readable .npy array"),
+    "binary edge list": (_binary("edges.csv"), r"edges.csv: not a UTF-8 text file \(byte 128"),
+    "binary feature table": (_binary("features.csv"), r"features.csv: not a UTF-8 text file"),
 }
 
 
@@ -120,7 +128,7 @@ def test_malformed_folder_names_the_file_and_row(tmp_path, case):
     if case == "corrupt npy":
         (folder / "labels.csv").unlink()
     edit(folder)
-    error = FileNotFoundError if case.startswith("missing") else GraphDataError
+    error = MissingDataError if case.startswith("missing") else DataError
     with pytest.raises(error, match=message) as info:
         load_graph_folder(folder)
     assert "\n" not in str(info.value)
@@ -133,12 +141,12 @@ def test_dataset_names_are_checked_as_config_values(tmp_path):
         NodeClassificationConfig(dataset="cora2")
     with pytest.raises(ConfigError, match="task.dataset"):
         LinkPredictionConfig(dataset="path:  ")
-    with pytest.raises(FileNotFoundError, match="graph folder .*absent does not exist"):
+    with pytest.raises(MissingDataError, match="graph folder .*absent does not exist"):
         load_graph(f"path:{tmp_path / 'absent'}")
     folder = write_folder(tmp_path / "g", npy=True)
     (folder / "labels.npy").unlink()
     task = NodeClassificationTask(NodeClassificationConfig(dataset=f"path:{folder}"), 0, tmp_path)
-    with pytest.raises(GraphDataError, match="node classification needs labels"):
+    with pytest.raises(DataError, match="node classification needs labels"):
         task.build_model()
     lp = LinkPredictionTask(LinkPredictionConfig(dataset=f"path:{folder}", val_fraction=0.2, test_fraction=0.2), 0,
                             tmp_path)

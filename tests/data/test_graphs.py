@@ -7,7 +7,6 @@ import torch
 from sst.config import ConfigError
 from sst.data.graph_datasets import load_graph
 from sst.data.graphs import (
-    GraphDataError,
     load_airport,
     load_disease_lp,
     make_disease_tree,
@@ -18,6 +17,7 @@ from sst.data.graphs import (
     unique_pairs,
 )
 from sst.data.planetoid import load_planetoid
+from sst.errors import DataError, MissingDataError
 
 DATA = resolve_data_dir()
 
@@ -128,31 +128,34 @@ def test_negative_sampling_avoids_forbidden_and_errors_when_dense():
     gen = torch.Generator().manual_seed(0)
     neg = sample_negative_edges(4, 3, forbidden, gen)  # non-edges of a triangle + isolated node 3
     assert set((neg[0] * 4 + neg[1]).tolist()) == {3, 7, 11}
-    with pytest.raises(ValueError, match="too dense"):
+    with pytest.raises(DataError, match="too dense"):
         sample_negative_edges(3, 1, forbidden, gen, max_rounds=5)
 
 
 def test_error_paths(tmp_path):
-    with pytest.raises(FileNotFoundError, match="airport.npz"):
+    with pytest.raises(MissingDataError, match="airport.npz"):
         load_airport(tmp_path)
     with pytest.raises(ConfigError, match=r"dataset: 'wikics' is not one of \['cora', 'citeseer', 'pubmed'"):
         load_graph("wikics", tmp_path)
     (tmp_path / "hgcn/airport").mkdir(parents=True)
     bad = tmp_path / "hgcn/airport/airport.npz"
     np.savez(bad, edges=np.array([[0, 1], [1, 9]]), feats=np.ones((3, 5), np.float32))
-    with pytest.raises(GraphDataError, match=r"airport.npz 'edges': row 1: node id 9 is outside \[0, 3\)"):
+    with pytest.raises(DataError, match=r"airport.npz 'edges': row 1: node id 9 is outside \[0, 3\)"):
         load_airport(tmp_path)
     np.savez(bad, edges=np.array([[0, 1]]), feats=np.ones((3, 4), np.float32))
-    with pytest.raises(GraphDataError, match=r"airport.npz: 'feats' must be \(n, 5\), got \(3, 4\)"):
+    with pytest.raises(DataError, match=r"airport.npz: 'feats' must be \(n, 5\), got \(3, 4\)"):
         load_airport(tmp_path)
     np.savez(bad, feats=np.ones((3, 5), np.float32))
-    with pytest.raises(GraphDataError, match="airport.npz: missing array 'edges'"):
+    with pytest.raises(DataError, match="airport.npz: missing array 'edges'"):
         load_airport(tmp_path)
-    with pytest.raises(GraphDataError, match="edges: row 0: node id -1 is outside"):
+    bad.write_bytes(b"not a zip archive")
+    with pytest.raises(DataError, match=r"airport.npz: not a readable .npz archive"):
+        load_airport(tmp_path)
+    with pytest.raises(DataError, match="edges: row 0: node id -1 is outside"):
         undirected_edge_index(np.array([[-1, 0]]), 3)
-    with pytest.raises(GraphDataError, match=r"e: row 1: node ids \[1.5, 2.0\] are not integers"):
+    with pytest.raises(DataError, match=r"e: row 1: node ids \[1.5, 2.0\] are not integers"):
         undirected_edge_index(np.array([[0.0, 1.0], [1.5, 2.0]]), 3, "e")
-    with pytest.raises(GraphDataError, match=r"shape \(m, 2\), got \(2, 3\)"):
+    with pytest.raises(DataError, match=r"shape \(m, 2\), got \(2, 3\)"):
         undirected_edge_index(np.zeros((2, 3), np.int64), 3)
     root = tmp_path / "hgcn/disease_lp"
     root.mkdir(parents=True)
@@ -161,20 +164,24 @@ def test_error_paths(tmp_path):
                shape=np.array([3, 2]), format=np.array(b"csr"))
     np.savez(root / "disease_lp.feats.npz", **csr)
     np.save(root / "disease_lp.labels.npy", np.array([0, 1]))
-    with pytest.raises(GraphDataError, match=r"disease_lp.labels.npy: 2 labels for 3 nodes \(rows of .*feats.npz"):
+    with pytest.raises(DataError, match=r"disease_lp.labels.npy: 2 labels for 3 nodes \(rows of .*feats.npz"):
         load_disease_lp(tmp_path)
     np.save(root / "disease_lp.labels.npy", np.array([0, 1, 1]))
     g = load_disease_lp(tmp_path)
     assert torch.equal(g.features, torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]]))
     (root / "disease_lp.edges.csv").write_text("0,1\n0;1\n")
-    with pytest.raises(GraphDataError, match=r"disease_lp.edges.csv: line 2: expected two integer node ids"):
+    with pytest.raises(DataError, match=r"disease_lp.edges.csv: line 2: expected two integer node ids"):
         load_disease_lp(tmp_path)
     (root / "disease_lp.edges.csv").write_text("0,1\n\n2,3\n")
-    with pytest.raises(GraphDataError, match=r"disease_lp.edges.csv: line 3: node id 3 is outside \[0, 3\)"):
+    with pytest.raises(DataError, match=r"disease_lp.edges.csv: line 3: node id 3 is outside \[0, 3\)"):
         load_disease_lp(tmp_path)
     np.savez(root / "disease_lp.feats.npz", **{k: v for k, v in csr.items() if k != "indices"})
-    with pytest.raises(GraphDataError, match="disease_lp.feats.npz: missing array 'indices'"):
+    with pytest.raises(DataError, match="disease_lp.feats.npz: missing array 'indices'"):
         load_disease_lp(tmp_path)
     np.savez(root / "disease_lp.feats.npz", **{**csr, "indices": np.array([0, 5])})
-    with pytest.raises(GraphDataError, match=r"feats.npz: row 2: column 5 is outside \[0, 2\)"):
+    with pytest.raises(DataError, match=r"feats.npz: row 2: column 5 is outside \[0, 2\)"):
+        load_disease_lp(tmp_path)
+    np.savez(root / "disease_lp.feats.npz", **csr)
+    (root / "disease_lp.labels.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(DataError, match=r"disease_lp.labels.npy: not a readable .npy array"):
         load_disease_lp(tmp_path)

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sst.config import ConfigError
 from sst.data.graph_datasets import load_graph
-from sst.data.graphs import GraphDataError
+from sst.errors import DataError, DependencyError, MissingDataError
 from sst.data.planetoid import PLANETOID, load_planetoid
 
 pytest.importorskip("torch_geometric")
@@ -80,7 +79,7 @@ def test_planetoid_with_isolated_test_nodes_and_without(tmp_path, name):
 
 def test_gaps_in_a_dataset_read_without_citeseer_handling_are_a_clear_error(tmp_path):
     truth = write_planetoid(tmp_path, "cora", gaps=(3,))
-    with pytest.raises(GraphDataError, match=r"Cora/raw/ind.cora.\{x,tx,allx,y,ty,ally,graph\}: torch_geometric "
+    with pytest.raises(DataError, match=r"Cora/raw/ind.cora.\{x,tx,allx,y,ty,ally,graph\}: torch_geometric "
                                              r"could not read them: IndexError"):
         load_planetoid("cora", tmp_path)
     assert truth["raw"].is_dir()
@@ -91,20 +90,20 @@ def test_planetoid_file_errors_name_the_file_and_line(tmp_path):
     index = truth["raw"] / "ind.citeseer.test.index"
     good = index.read_text()
     index.write_text("517\n5x8\n")
-    with pytest.raises(GraphDataError, match=r"ind.citeseer.test.index: line 2: '5x8' is not an integer node id"):
+    with pytest.raises(DataError, match=r"ind.citeseer.test.index: line 2: '5x8' is not an integer node id"):
         load_planetoid("citeseer", tmp_path)
     index.write_text("517\n-3\n")
-    with pytest.raises(GraphDataError, match=r"test.index: line 2: node id -3 is negative"):
+    with pytest.raises(DataError, match=r"test.index: line 2: node id -3 is negative"):
         load_planetoid("citeseer", tmp_path)
     index.write_text("517\n518\n517\n")
-    with pytest.raises(GraphDataError, match=r"test.index: line 3: node id 517 appears twice"):
+    with pytest.raises(DataError, match=r"test.index: line 3: node id 517 appears twice"):
         load_planetoid("citeseer", tmp_path)
     index.write_text(good)
     (truth["raw"] / "ind.citeseer.tx").write_bytes(b"not a pickle")
-    with pytest.raises(GraphDataError, match=r"ind.citeseer.\{x,tx,.*could not read them: UnpicklingError"):
+    with pytest.raises(DataError, match=r"ind.citeseer.\{x,tx,.*could not read them: UnpicklingError"):
         load_planetoid("citeseer", tmp_path)
     (truth["raw"] / "ind.citeseer.ty").unlink()
-    with pytest.raises(FileNotFoundError, match=r"CiteSeer/raw lacks \['ind.citeseer.ty'\].*task.download=true"):
+    with pytest.raises(MissingDataError, match=r"CiteSeer/raw lacks \['ind.citeseer.ty'\].*task.download=true"):
         load_planetoid("citeseer", tmp_path, cache_dir=tmp_path / "cache")
 
 
@@ -122,7 +121,7 @@ def test_download_fetches_missing_files_into_the_cache(tmp_path, monkeypatch):
         return str(target)
 
     monkeypatch.setattr(torch_geometric.data, "download_url", fake_download)
-    with pytest.raises(FileNotFoundError, match="lacks"):
+    with pytest.raises(MissingDataError, match="lacks"):
         load_planetoid("pubmed", tmp_path / "local", cache_dir=tmp_path / "cache")
     g = load_planetoid("pubmed", tmp_path / "local", download=True, cache_dir=tmp_path / "cache")
     assert len(fetched) == 8 and fetched[0].startswith("https://") and fetched[0].endswith("ind.pubmed.x")
@@ -135,5 +134,5 @@ def test_download_fetches_missing_files_into_the_cache(tmp_path, monkeypatch):
 def test_missing_torch_geometric_names_the_extra(tmp_path, monkeypatch):
     write_planetoid(tmp_path, "citeseer")
     monkeypatch.setitem(sys.modules, "torch_geometric.io", None)  # makes the import fail
-    with pytest.raises(ConfigError, match=r"torch_geometric, which is not installed.*\[graph\]"):
+    with pytest.raises(DependencyError, match=r"torch_geometric, which is not installed.*\[graph\]"):
         load_planetoid("citeseer", tmp_path)

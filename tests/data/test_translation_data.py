@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from sst.data import translation as mt
+from sst.errors import DataError, MissingDataError, UsageError
 
 MULTI30K = Path(__file__).resolve().parents[3] / "shared" / "data" / "multi30k"  # ../shared beside the repo
 
@@ -30,8 +31,21 @@ def test_synthetic_corpus_is_aligned_and_deterministic(corpus, tmp_path):
 
 def test_misaligned_files_name_both_files_and_counts(corpus):
     write(corpus / "val.en.gz", ["one", "two"])
-    with pytest.raises(ValueError, match=r"val\.de\.gz has 20 lines but .*val\.en\.gz has 2"):
+    with pytest.raises(DataError, match=r"misaligned val split: .*val\.de\.gz has 20 lines but .*val\.en\.gz has 2 "
+                                       r"\(line 3 of .*val\.de\.gz has no translation\)"):
         mt.read_parallel(corpus, "val", "de", "en")
+
+
+def test_test_set_errors_name_the_option_and_file(corpus):
+    with pytest.raises(UsageError, match=r"^--test-set: test set \['a', 'b', 'c'\]: a pair must be"):
+        mt.resolve_test_set("a,b,c", corpus, "de", "en", "--test-set")
+    with pytest.raises(MissingDataError, match=r"^--test-set: test set .*: .*nope\.en does not exist"):
+        mt.resolve_test_set(f"{corpus / 'val.de.gz'},{corpus / 'nope.en'}", corpus, "de", "en", "--test-set")
+    with pytest.raises(MissingDataError, match=r"^task.test_sets: test set 'test_2030' not found; tried .*test_2030"):
+        mt.resolve_test_set("test_2030", corpus, "de", "en")
+    write(corpus / "mine.en.gz", ["one"])
+    with pytest.raises(DataError, match=r"^misaligned test set: .*val\.de\.gz has 20 lines but .*mine\.en\.gz has 1"):
+        mt.read_parallel_files(corpus / "val.de.gz", corpus / "mine.en.gz")
 
 
 def test_empty_line_names_file_and_line(corpus):

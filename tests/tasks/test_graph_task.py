@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sst.config import ConfigError
+from sst.errors import UsageError
 from sst.tasks import TASK_CLASSES, TASK_CONFIGS
 from sst.tasks.graph import (
     LinkPredictionConfig,
@@ -94,7 +95,7 @@ def test_node_classification_learns_on_tree(tmp_path):
     final = task.final_metrics(model)
     assert set(final) == {"test_loss", "test_f1", "test_macro_f1"}
     assert task.describe()["split"] == [280, 60, 60]
-    with pytest.raises(ValueError, match="unknown split"):
+    with pytest.raises(UsageError, match=r"unknown split 'dev': the node_classification task has \['test', 'train'"):
         task.evaluate(model, "dev")
 
 

@@ -9,7 +9,7 @@ import pytest
 from sst.cli import main
 from sst.config import ConfigError, build_config
 from sst.data import translation as mt
-from sst.errors import UsageError
+from sst.errors import DataError, MissingDataError, UsageError
 from sst.tasks.translation import TranslationTask, TranslationTaskConfig
 from sst.train.loop import train
 
@@ -65,15 +65,17 @@ def test_test_set_errors(tmp_path):
         TranslationTaskConfig(test_sets=["test_2017_flickr", ["a.de"]], **base)
     with pytest.raises(ConfigError, match=r"task.test_sets\[0\]: empty"):
         TranslationTaskConfig(test_sets=[" "], **base)
-    with pytest.raises(FileNotFoundError, match=r"test set 'test_2018_flickr' not found; tried .*test_2018_flickr.de"):
+    with pytest.raises(MissingDataError, match=r"^task.test_sets\[0\]: test set 'test_2018_flickr' not found; "
+                                              r"tried .*test_2018_flickr.de"):
         TranslationTask(TranslationTaskConfig(test_sets=["test_2018_flickr"], **base), 0, tmp_path / "run")
     (other / "newstest.en").write_text("one line\n")
-    with pytest.raises(ValueError, match=r"misaligned test set: .*newstest.de has 10 lines but .*newstest.en has 1"):
+    with pytest.raises(DataError, match=r"^task.test_sets\[0\]: test set '.*newstest' is misaligned: .*newstest.de "
+                                       r"has 10 lines but .*newstest.en has 1 \(line 2 of .*newstest.de has no"):
         TranslationTask(TranslationTaskConfig(test_sets=[str(other / "newstest")], **base), 0, tmp_path / "run")
     (other / "test_2017_flickr.de").write_text("a\n")
     (other / "test_2017_flickr.en").write_text("b\n")
     clash = ["test_2017_flickr", str(other / "test_2017_flickr")]
-    with pytest.raises(ConfigError, match=r"its name 'test_2017_flickr' is taken by .*multi30k"):
+    with pytest.raises(ConfigError, match=r"task.test_sets\[1\]: .* its name 'test_2017_flickr' is taken by .*multi30k"):
         TranslationTask(TranslationTaskConfig(test_sets=clash, **base), 0, tmp_path / "run")
 
 

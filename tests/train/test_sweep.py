@@ -5,7 +5,7 @@ import yaml
 from runconfigs import tiny_lm_config
 
 from sst.config import build_config
-from sst.errors import ConfigError
+from sst.errors import ConfigError, UsageError
 from sst.train import sweep
 from sst.train.compare import indistinguishable, load_tuned, protocol_lines, run_comparison
 
@@ -98,3 +98,36 @@ def test_tuned_values_are_applied_per_method(tmp_path):
     assert "fixed from an earlier sweep" in (tmp_path / "cmp" / "report.md").read_text()
     with pytest.raises(ConfigError, match="--tuned"):
         load_tuned(tmp_path / "nothing.json")
+
+
+def test_tuning_on_several_seeds_chooses_on_their_mean_validation(tmp_path, monkeypatch):
+    from sst.train import compare
+    from sst.train.loop import NonFiniteLossError
+
+    val = {(1e-3, 0): 1.0, (1e-3, 1): 3.0, (1e-2, 0): 1.5, (1e-2, 1): 1.5, (1e-1, 0): 0.5}
+    trained = []
+
+    def fake(cfg, resume=False):  # stands in for training: a validation loss per (lr, seed)
+        trained.append((cfg.train.lr, cfg.seed))
+        if (cfg.train.lr, cfg.seed) == (1e-1, 1):
+            raise NonFiniteLossError("training loss became nan at step 2")
+        loss = val.get((cfg.train.lr, cfg.seed), 2.0)
+        return {"method": cfg.method.name, "rank": None, "metric": "test_loss", "selection_metric": "val_loss",
+                "higher_is_better": False, "val_loss": loss, "test_loss": loss + cfg.seed,
+                "trainable_params": 1, "total_params": 1, "optimizer_state_bytes": 0,
+                "tokens_per_second": 1.0, "svd_seconds": 0.0, "train_seconds": 1.0, "loss_history": [(1, loss)]}
+
+    monkeypatch.setattr(compare, "train", fake)
+    cfg = build_config(tiny_lm_config(tmp_path / "unused", steps=2))
+    lrs = {"train.lr": [1e-3, 1e-2, 1e-1]}
+    report = run_comparison(cfg, ["full"], tmp_path / "two", seeds=[0, 1, 2], sweep_values=lrs, tune_seeds=2)
+    # seed 0 alone would pick 1e-1 (diverges at seed 1) or 1e-3; the mean over seeds 0, 1 picks 1e-2
+    assert report["sweep"]["chosen"]["full"] == {"cell": {"train.lr": 1e-2}, "edge": []}
+    assert [(r["seed"], r["cell"]["train.lr"]) for r in report["runs"]] == [(0, 1e-2), (1, 1e-2), (2, 1e-2)]
+    assert sorted(trained) == sorted([(lr, s) for lr in lrs["train.lr"] for s in (0, 1)] + [(1e-2, 2)])
+    assert len(report["sweep"]["cells"]) == 6 and sum(c["chosen"] for c in report["sweep"]["cells"]) == 2
+    assert report["summary"][0]["mean"] == pytest.approx((1.5 + 2.5 + 4.0) / 3)  # test_loss = val_loss + seed
+    one = run_comparison(cfg, ["full"], tmp_path / "one", seeds=[0], sweep_values=lrs)
+    assert one["sweep"]["chosen"]["full"]["cell"] == {"train.lr": 1e-1}  # default: tuned on seed 0 only
+    with pytest.raises(UsageError, match=r"tune_seeds: must be in \[1, 2\]"):
+        run_comparison(cfg, ["full"], tmp_path / "bad", seeds=[0, 1], sweep_values=lrs, tune_seeds=3)

@@ -2,7 +2,7 @@
 
 A ``Graph`` holds node features (n, f), an undirected edge list stored in both directions (2, E),
 integer labels and a node split; ``make_graph`` checks every part and names the file and row at
-fault (``GraphDataError``). Loaders here read Airport and Disease-LP (HGCN files, 70/15/15 random
+fault (``sst.errors.DataError``). Loaders here read Airport and Disease-LP (HGCN files, 70/15/15 random
 node split) and generate a Disease-like SIR tree; ``split_edges`` makes the 85/5/10 edge split.
 """
 
@@ -15,13 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sst.errors import ConfigError, SSTError
+from sst.errors import ConfigError, DataError, MissingDataError
 
 AIRPORT_LABEL_BINS = (7 / 7, 8 / 7, 9 / 7)
-
-
-class GraphDataError(SSTError, ValueError):
-    """A graph data file is malformed; the message names the file and, where one is at fault, the row."""
 
 
 @dataclass
@@ -87,13 +83,32 @@ def resolve_data_dir(data_dir: str | os.PathLike = "") -> Path:
 
 
 def require_file(path: Path) -> Path:
-    """``path`` if it is a file, else FileNotFoundError naming it and where data is looked for."""
+    """``path`` if it is a file, else MissingDataError naming it and where data is looked for."""
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"graph data file not found: {path} (set task.data_dir or $SST_DATA_DIR to the directory "
             f"holding planetoid/ and hgcn/; see shared/data/README.md)"
         )
     return path
+
+
+def text_lines(path: Path) -> list[str]:
+    """The lines of UTF-8 text file ``path``; DataError naming it if it cannot be read as text."""
+    try:
+        return require_file(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """The array saved in ``path`` (.npy, no pickles); DataError naming it if it is not one."""
+    try:
+        return np.load(require_file(path), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise DataError(f"{path}: not a readable .npy array ({reason})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,7 +121,7 @@ def _where(index: int, lines: np.ndarray | None) -> str:
 
 
 def check_node_ids(ids: np.ndarray, num_nodes: int, source: str, lines: np.ndarray | None = None) -> None:
-    """Raise GraphDataError naming ``source`` and the first row whose ids leave [0, num_nodes).
+    """Raise DataError naming ``source`` and the first row whose ids leave [0, num_nodes).
 
     ids: (m,) or (m, k) integers; ``lines`` (m,) gives the text-file line of each row.
     """
@@ -118,7 +133,7 @@ def check_node_ids(ids: np.ndarray, num_nodes: int, source: str, lines: np.ndarr
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         value = int(ids[i][(ids[i] < 0) | (ids[i] >= num_nodes)][0])
-        raise GraphDataError(
+        raise DataError(
             f"{source}: {_where(i, lines)}: node id {value} is outside [0, {num_nodes}) "
             f"(the graph has {num_nodes} nodes)"
         )
@@ -129,19 +144,19 @@ def undirected_edge_index(
 ) -> torch.Tensor:
     """Node pairs (m, 2) -> (2, E) with both directions, self loops and duplicates removed.
 
-    Raises GraphDataError naming ``source`` and the row (or ``lines`` entry) of an id outside
+    Raises DataError naming ``source`` and the row (or ``lines`` entry) of an id outside
     [0, num_nodes).
     """
     raw = np.asarray(pairs)
     if raw.size == 0:
         raw = raw.reshape(0, 2)
     if raw.ndim != 2 or raw.shape[1] != 2:
-        raise GraphDataError(f"{source}: edges must be node pairs of shape (m, 2), got {raw.shape}")
+        raise DataError(f"{source}: edges must be node pairs of shape (m, 2), got {raw.shape}")
     if raw.dtype.kind not in "iu":
         whole = np.isfinite(raw) & (raw == np.round(raw)) if raw.dtype.kind == "f" else np.zeros(raw.shape, bool)
         if not whole.all():
             i = int(np.flatnonzero(~whole.all(axis=1))[0])
-            raise GraphDataError(f"{source}: {_where(i, lines)}: node ids {raw[i].tolist()} are not integers")
+            raise DataError(f"{source}: {_where(i, lines)}: node ids {raw[i].tolist()} are not integers")
     pairs_np = raw.astype(np.int64)
     check_node_ids(pairs_np, num_nodes, source, lines)
     pairs = torch.as_tensor(pairs_np)
@@ -160,22 +175,21 @@ def read_edge_list(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with ``#`` are skipped, and so is a first line of column names (no field is a number).
     """
     pairs, lines = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.replace(",", " ").split()
-            if not fields or fields[0].startswith("#"):
-                continue
-            if not pairs and number == 1 and not any(_is_number(f) for f in fields):
-                continue  # a header such as "source,target"
-            try:
-                if len(fields) != 2:
-                    raise ValueError
-                pairs.append((int(fields[0]), int(fields[1])))
-            except ValueError:
-                raise GraphDataError(
-                    f"{path}: line {number}: expected two integer node ids 'u,v', got {line.strip()!r}"
-                ) from None
-            lines.append(number)
+    for number, line in enumerate(text_lines(path), start=1):
+        fields = line.replace(",", " ").split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if not pairs and number == 1 and not any(_is_number(f) for f in fields):
+            continue  # a header such as "source,target"
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            pairs.append((int(fields[0]), int(fields[1])))
+        except ValueError:
+            raise DataError(
+                f"{path}: line {number}: expected two integer node ids 'u,v', got {line.strip()!r}"
+            ) from None
+        lines.append(number)
     return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(lines, dtype=np.int64)
 
 
@@ -242,7 +256,7 @@ def sample_negative_edges(
         found = torch.cat([found, keys])[:num]
         if found.numel() == num:
             return torch.stack([found // num_nodes, found % num_nodes])
-    raise GraphDataError(
+    raise DataError(
         f"could not sample {num} non-edges among {num_nodes} nodes: the graph is too dense"
     )
 
@@ -276,16 +290,16 @@ def _labels_array(labels: np.ndarray, source: str) -> np.ndarray:
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:
-        raise GraphDataError(f"{source}: labels must be a 1-D array (one per node), got shape {labels.shape}")
+        raise DataError(f"{source}: labels must be a 1-D array (one per node), got shape {labels.shape}")
     if labels.dtype.kind not in "iub":
         whole = np.isfinite(labels) & (labels == np.round(labels))
         if not whole.all():
             i = int(np.flatnonzero(~whole)[0])
-            raise GraphDataError(f"{source}: row {i}: label {labels[i].item()!r} is not an integer")
+            raise DataError(f"{source}: row {i}: label {labels[i].item()!r} is not an integer")
     labels = labels.astype(np.int64)
     if labels.size and labels.min() < 0:
         i = int(np.argmin(labels))
-        raise GraphDataError(f"{source}: row {i}: label {labels[i]} is negative (classes are 0, 1, ...)")
+        raise DataError(f"{source}: row {i}: label {labels[i]} is negative (classes are 0, 1, ...)")
     return labels
 
 
@@ -295,7 +309,7 @@ def _check_split(split: tuple, num_nodes: int, sources: tuple[str, str, str]) ->
     for ids, source in zip(split, sources):
         ids = np.asarray(ids)
         if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-            raise GraphDataError(f"{source}: expected a 1-D array of integer node ids, got {ids.dtype} {ids.shape}")
+            raise DataError(f"{source}: expected a 1-D array of integer node ids, got {ids.dtype} {ids.shape}")
         check_node_ids(ids, num_nodes, source)
         parts.append(ids.astype(np.int64))
     ids = np.concatenate(parts)
@@ -305,7 +319,7 @@ def _check_split(split: tuple, num_nodes: int, sources: tuple[str, str, str]) ->
     repeats = np.flatnonzero(ids[order][1:] == ids[order][:-1])
     if repeats.size:
         first, again = order[repeats[0]], order[repeats[0] + 1]
-        raise GraphDataError(
+        raise DataError(
             f"{sources[part[again]]}: row {row[again]}: node {ids[again]} is already in "
             f"{sources[part[first]]} (row {row[first]})"
         )
@@ -325,25 +339,25 @@ def make_graph(
     labels (n,) integers >= 0, or None (no classes: link prediction only); split = (train, val,
     test) node ids, disjoint. ``sources`` names where "features", "edges", "labels" and the
     "train"/"val"/"test" ids came from; ``edge_lines`` (m,) the text-file line of each pair.
-    Each problem raises GraphDataError naming the source and the row."""
+    Each problem raises DataError naming the source and the row."""
     features = np.asarray(features)
     where = sources["features"]
     if features.ndim != 2:
-        raise GraphDataError(f"{where}: features must be a 2-D array (nodes, features), got shape {features.shape}")
+        raise DataError(f"{where}: features must be a 2-D array (nodes, features), got shape {features.shape}")
     if features.shape[0] == 0 or features.shape[1] == 0:
-        raise GraphDataError(f"{where}: no nodes or no features (shape {features.shape})")
+        raise DataError(f"{where}: no nodes or no features (shape {features.shape})")
     if features.dtype.kind not in "iufb":
-        raise GraphDataError(f"{where}: features must be numbers, got dtype {features.dtype}")
+        raise DataError(f"{where}: features must be numbers, got dtype {features.dtype}")
     finite = np.isfinite(features).all(axis=1)
     if not finite.all():
-        raise GraphDataError(f"{where}: row {int(np.flatnonzero(~finite)[0])}: a feature is NaN or infinite")
+        raise DataError(f"{where}: row {int(np.flatnonzero(~finite)[0])}: a feature is NaN or infinite")
     n = features.shape[0]
     if labels is None:
         labels_t, num_classes = torch.zeros(n, dtype=torch.int64), 0
     else:
         labels = _labels_array(labels, sources["labels"])
         if labels.shape[0] != n:
-            raise GraphDataError(f"{sources['labels']}: {labels.shape[0]} labels for {n} nodes (rows of {where})")
+            raise DataError(f"{sources['labels']}: {labels.shape[0]} labels for {n} nodes (rows of {where})")
         labels_t, num_classes = torch.as_tensor(labels), int(labels.max()) + 1
     edge_index = undirected_edge_index(pairs, n, sources["edges"], edge_lines)
     split_sources = tuple(sources.get(part, f"{name} {part} split") for part in ("train", "val", "test"))
@@ -362,11 +376,20 @@ def row_normalize(features: np.ndarray) -> np.ndarray:
 
 
 def _npz_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npz archive ({type(err).__name__})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array, not a .npz archive of {list(keys)}")
+    with data:
         for key in keys:
             if key not in data.files:
-                raise GraphDataError(f"{path}: missing array {key!r} (has {data.files})")
-        return {key: data[key] for key in keys}
+                raise DataError(f"{path}: missing array {key!r} (has {data.files})")
+        try:
+            return {key: data[key] for key in keys}
+        except (ValueError, OSError, EOFError) as err:
+            raise DataError(f"{path}: a damaged array in the archive ({type(err).__name__})") from None
 
 
 def load_airport(data_dir: str | os.PathLike = "", split_seed: int = 0) -> Graph:
@@ -376,9 +399,9 @@ def load_airport(data_dir: str | os.PathLike = "", split_seed: int = 0) -> Graph
     arrays = _npz_arrays(path, ("edges", "feats"))
     edges, feats = arrays["edges"], arrays["feats"]
     if feats.ndim != 2 or feats.shape[1] < 5:
-        raise GraphDataError(f"{path}: 'feats' must be (n, 5), got {feats.shape}")
+        raise DataError(f"{path}: 'feats' must be (n, 5), got {feats.shape}")
     if feats.shape[0] == 0:
-        raise GraphDataError(f"{path}: 'feats' has no rows (zero nodes)")
+        raise DataError(f"{path}: 'feats' has no rows (zero nodes)")
     labels = np.digitize(feats[:, 4], AIRPORT_LABEL_BINS)
     labels = labels - labels.min()
     split = random_node_split(feats.shape[0], split_seed)
@@ -390,11 +413,11 @@ def _load_csr_npz(path: Path) -> np.ndarray:
     # A scipy.sparse.save_npz CSR file read with numpy alone, so scipy stays optional.
     arrays = _npz_arrays(path, ("format", "indptr", "indices", "data", "shape"))
     if arrays["format"].item() not in (b"csr", "csr"):
-        raise GraphDataError(f"{path}: expected a scipy CSR matrix saved with save_npz, got {arrays['format']}")
+        raise DataError(f"{path}: expected a scipy CSR matrix saved with save_npz, got {arrays['format']}")
     indptr, indices, values = arrays["indptr"], arrays["indices"], arrays["data"]
     shape = tuple(int(s) for s in arrays["shape"])
     if len(shape) != 2 or len(indptr) != shape[0] + 1 or indptr[-1] != len(indices) or len(indices) != len(values):
-        raise GraphDataError(
+        raise DataError(
             f"{path}: inconsistent CSR arrays (shape {shape}, {len(indptr)} indptr, {len(indices)} indices, "
             f"{len(values)} values)"
         )
@@ -402,7 +425,7 @@ def _load_csr_npz(path: Path) -> np.ndarray:
     bad = (indices < 0) | (indices >= shape[1])
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise GraphDataError(f"{path}: row {rows[i]}: column {indices[i]} is outside [0, {shape[1]})")
+        raise DataError(f"{path}: row {rows[i]}: column {indices[i]} is outside [0, {shape[1]})")
     dense = np.zeros(shape, dtype=np.float32)
     dense[rows, indices] = values
     return dense
@@ -414,7 +437,7 @@ def load_disease_lp(data_dir: str | os.PathLike = "", split_seed: int = 0) -> Gr
     edges_path = require_file(root / "disease_lp.edges.csv")
     feats_path, labels_path = require_file(root / "disease_lp.feats.npz"), require_file(root / "disease_lp.labels.npy")
     feats = _load_csr_npz(feats_path)
-    labels = np.load(labels_path)
+    labels = load_npy(labels_path)
     pairs, lines = read_edge_list(edges_path)
     split = random_node_split(feats.shape[0], split_seed)
     sources = {"features": str(feats_path), "edges": str(edges_path), "labels": str(labels_path)}

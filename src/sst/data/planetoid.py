@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from sst.data.cache import default_cache_dir
-from sst.data.graphs import Graph, GraphDataError, make_graph, require_file, resolve_data_dir, row_normalize
-from sst.errors import ConfigError
+from sst.data.graphs import Graph, make_graph, resolve_data_dir, row_normalize, text_lines
+from sst.errors import ConfigError, DataError, DependencyError, MissingDataError
 
 # name -> the folder torch_geometric.datasets.Planetoid uses
 PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -32,22 +32,22 @@ def planetoid_files(raw: Path, name: str) -> list[Path]:
 def read_test_index(path: Path) -> np.ndarray:
     """The node ids (k,) of ``ind.<name>.test.index``, one per line, in file order (tx row order)."""
     ids = []
-    for number, line in enumerate(require_file(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(text_lines(path), start=1):
         if not line.strip():
             continue
         try:
             ids.append(int(line))
         except ValueError:
-            raise GraphDataError(f"{path}: line {number}: {line.strip()!r} is not an integer node id") from None
+            raise DataError(f"{path}: line {number}: {line.strip()!r} is not an integer node id") from None
         if ids[-1] < 0:
-            raise GraphDataError(f"{path}: line {number}: node id {ids[-1]} is negative")
+            raise DataError(f"{path}: line {number}: node id {ids[-1]} is negative")
     if not ids:
-        raise GraphDataError(f"{path}: no test node ids")
+        raise DataError(f"{path}: no test node ids")
     ids = np.array(ids, dtype=np.int64)
     unique, first = np.unique(ids, return_index=True)
     if len(unique) != len(ids):
         again = sorted(set(range(len(ids))) - set(first.tolist()))[0]
-        raise GraphDataError(f"{path}: line {again + 1}: node id {ids[again]} appears twice")
+        raise DataError(f"{path}: line {again + 1}: node id {ids[again]} appears twice")
     return ids
 
 
@@ -55,7 +55,7 @@ def _torch_geometric_reader():
     try:
         from torch_geometric.io import read_planetoid_data
     except ImportError as err:
-        raise ConfigError(
+        raise DependencyError(
             f"the Planetoid datasets {sorted(PLANETOID)} are read with torch_geometric, which is not "
             f"installed ({err}): {GRAPH_INSTALL}"
         ) from None
@@ -87,7 +87,7 @@ def planetoid_raw_dir(name: str, data_dir: str | os.PathLike = "", download: boo
     if download:
         return download_planetoid(name, places[1])
     missing = [p.name for p in planetoid_files(places[0], name) if not p.is_file()]
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"Planetoid dataset {name!r}: {places[0]} lacks {missing} (and {places[1]} is incomplete); "
         f"set task.data_dir or $SST_DATA_DIR to a folder holding planetoid/{folder}/raw, or set "
         f"task.download=true on a machine with internet"
@@ -98,7 +98,7 @@ def load_planetoid(name: str, data_dir: str | os.PathLike = "", normalize_featur
                    download: bool = False, cache_dir: str | os.PathLike = "") -> Graph:
     """Planetoid dataset ``name`` (cora 2708 nodes / 1433 features / 7 classes, citeseer 3327 /
     3703 / 6, pubmed 19717 / 500 / 3) with the standard split; ``normalize_features`` scales each
-    row to sum 1 (the usual practice). Raises GraphDataError naming the file at fault."""
+    row to sum 1 (the usual practice). Raises DataError naming the file at fault."""
     if name not in PLANETOID:
         raise ConfigError(f"unknown Planetoid dataset {name!r}; choose one of {sorted(PLANETOID)}")
     read_planetoid_data = _torch_geometric_reader()
@@ -108,16 +108,16 @@ def load_planetoid(name: str, data_dir: str | os.PathLike = "", normalize_featur
     try:
         data = read_planetoid_data(str(raw), name)
     except ModuleNotFoundError as err:  # the pickles hold scipy.sparse matrices
-        raise ConfigError(f"reading {raw}/ind.{name}.* needs {err.name}: {GRAPH_INSTALL}") from None
+        raise DependencyError(f"reading {raw}/ind.{name}.* needs {err.name}: {GRAPH_INSTALL}") from None
     except (pickle.UnpicklingError, EOFError, AttributeError, KeyError, TypeError, ValueError, IndexError,
             RuntimeError) as err:  # a malformed pickle, or arrays that do not fit together
         reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise GraphDataError(f"{raw}/ind.{name}.{{x,tx,allx,y,ty,ally,graph}}: torch_geometric could not "
+        raise DataError(f"{raw}/ind.{name}.{{x,tx,allx,y,ty,ally,graph}}: torch_geometric could not "
                              f"read them: {type(err).__name__}: {reason}") from None
     features = data.x.numpy()
     n = features.shape[0]
     if int(test_ids.max()) >= n:
-        raise GraphDataError(f"{test_path}: node id {int(test_ids.max())} is beyond the {n} rows of "
+        raise DataError(f"{test_path}: node id {int(test_ids.max())} is beyond the {n} rows of "
                              f"ind.{name}.allx and ind.{name}.tx")
     if normalize_features:
         features = row_normalize(features)

@@ -21,7 +21,7 @@ import torch
 
 from sst.atomic import atomic_write_bytes, atomic_write_text
 from sst.data.cache import default_cache_dir
-from sst.errors import DataError, MissingDataError
+from sst.errors import DataError, MissingDataError, UsageError
 
 SPLIT_FILES = {"train": "train", "val": "val", "test": "test_2016_flickr"}
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -109,12 +109,8 @@ def read_parallel(corpus_dir: Path, split: str, src_lang: str, tgt_lang: str) ->
             )
     if src_lang == tgt_lang:
         raise DataError(f"task.tgt_lang: source and target language are both {src_lang!r}")
-    src_path = _split_path(corpus_dir, split, src_lang)
-    tgt_path = _split_path(corpus_dir, split, tgt_lang)
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise DataError(f"misaligned corpus: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}")
-    return src, tgt
+    return read_parallel_files(_split_path(corpus_dir, split, src_lang), _split_path(corpus_dir, split, tgt_lang),
+                               f"misaligned {split} split")
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,23 +133,25 @@ def test_set_key(name: str) -> str:
     return name if name.startswith("test_") else f"test_{name}"
 
 
-def resolve_test_set(spec: str | list[str], corpus_dir: Path, src_lang: str, tgt_lang: str) -> tuple[str, Path, Path]:
+def resolve_test_set(spec: str | list[str], corpus_dir: Path, src_lang: str, tgt_lang: str,
+                     option: str = "task.test_sets") -> tuple[str, Path, Path]:
     """(split key, source file, target file) of one test set.
 
     ``spec``: a file-name stem in ``corpus_dir`` (a Multi30K test set such as test_2017_flickr);
     or a path prefix with files ``<prefix>.<src_lang>`` and ``<prefix>.<tgt_lang>`` (each may end
-    in .gz); or a pair [source file, target file] (on the command line "source,target"). Raises
-    FileNotFoundError listing the places tried.
+    in .gz); or a pair [source file, target file] (on the command line "source,target"). Errors
+    start with ``option`` (where the spec came from): UsageError for a pair that is not two paths,
+    MissingDataError listing the places tried.
     """
     if isinstance(spec, str) and "," in spec:
         spec = spec.split(",")
     if not isinstance(spec, str):
         if len(spec) != 2 or not all(isinstance(p, str) and p for p in spec):
-            raise ValueError(f"test set {spec!r}: a pair must be [source file, target file]")
+            raise UsageError(f"{option}: test set {spec!r}: a pair must be [source file, target file]")
         src, tgt = (Path(p).expanduser() for p in spec)
         for path in (src, tgt):
             if not path.is_file():
-                raise FileNotFoundError(f"test set {spec!r}: {path} does not exist")
+                raise MissingDataError(f"{option}: test set {spec!r}: {path} does not exist")
         name = src.name.removesuffix(".gz")
         stem = name.removesuffix(f".{src_lang}") if name.endswith(f".{src_lang}") else Path(name).stem
         return test_set_key(stem), src, tgt
@@ -165,14 +163,19 @@ def resolve_test_set(spec: str | list[str], corpus_dir: Path, src_lang: str, tgt
         if src and tgt:
             return test_set_key(prefix.name), src, tgt
     tried = [f"{p}.{lang}[.gz]" for p in places for lang in (src_lang, tgt_lang)]
-    raise FileNotFoundError(f"test set {spec!r} not found; tried {tried} (Multi30K names: {list(MULTI30K_TEST_SETS)})")
+    raise MissingDataError(f"{option}: test set {spec!r} not found; tried {tried} "
+                           f"(Multi30K names: {list(MULTI30K_TEST_SETS)})")
 
 
-def read_parallel_files(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
-    """Aligned (source, target) sentences of two files; their line counts must agree."""
+def read_parallel_files(src_path: Path, tgt_path: Path,
+                        what: str = "misaligned test set") -> tuple[list[str], list[str]]:
+    """Aligned (source, target) sentences of two files; unequal line counts are a DataError that
+    starts with ``what`` and names both files and the first line without a partner."""
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
-        raise ValueError(f"misaligned test set: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}")
+        longer = src_path if len(src) > len(tgt) else tgt_path
+        raise DataError(f"{what}: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)} "
+                        f"(line {min(len(src), len(tgt)) + 1} of {longer} has no translation)")
     return src, tgt
 
 

@@ -19,7 +19,8 @@ from torch import nn
 
 from sst.schema import ConfigError, check_range
 from sst.data.graph_datasets import check_dataset_name, load_graph
-from sst.data.graphs import Graph, GraphDataError, LinkSplit, sample_negative_edges, split_edges
+from sst.data.graphs import Graph, LinkSplit, sample_negative_edges, split_edges
+from sst.errors import DataError, UsageError
 from sst.models.hyperbolic_gcn import HyboNetGCN
 from sst.models.modes import eval_mode
 from sst.tasks.base import Task, TaskConfig
@@ -191,7 +192,7 @@ class NodeClassificationTask(_GraphTask):
 
     def build_model(self) -> nn.Module:
         if self.graph.num_classes == 0:
-            raise GraphDataError(f"{self.config.dataset}: node classification needs labels "
+            raise DataError(f"{self.config.dataset}: node classification needs labels "
                                  f"(labels.npy or labels.csv in the folder)")
         return HyboNetGCN(n_classes=self.graph.num_classes, **self._model_kwargs())
 
@@ -208,7 +209,7 @@ class NodeClassificationTask(_GraphTask):
         g = self.graph
         splits = {"train": g.train_idx, "val": g.val_idx, "test": g.test_idx}
         if split not in splits:
-            raise ValueError(f"node_classification: unknown split {split!r}; choose one of {sorted(splits)}")
+            raise UsageError(f"unknown split {split!r}: the node_classification task has {sorted(splits)}")
         nodes = splits[split]
         logits = self._forward_eval(model, g.edge_index)[nodes]
         labels = g.labels[nodes]
@@ -255,7 +256,7 @@ class LinkPredictionTask(_GraphTask):
         s = self.split
         splits = {"val": (s.val_pos, s.val_neg), "test": (s.test_pos, s.test_neg)}
         if split not in splits:
-            raise ValueError(f"link_prediction: unknown split {split!r}; choose one of {sorted(splits)}")
+            raise UsageError(f"unknown split {split!r}: the link_prediction task has {sorted(splits)}")
         pos, neg = splits[split]
         logits = self._forward_eval(model, s.train_edge_index, torch.cat([pos, neg], dim=1))
         labels = torch.cat([torch.ones(pos.shape[1]), torch.zeros(neg.shape[1])])

@@ -149,7 +149,8 @@ class TranslationTask(Task):
         self.tokenizer_key = mt_data.tokenizer_fingerprint(
             corpus_dir, config.src_lang, config.tgt_lang, config.vocab_size)
         self.test_set_files: dict[str, tuple[Path, Path]] = {}
-        self.test_set_keys = [self.add_test_set(spec) for spec in config.test_sets]
+        self.test_set_keys = [self.add_test_set(spec, f"task.test_sets[{i}]")
+                              for i, spec in enumerate(config.test_sets)]
         warn_if_data_root_moved(self.run_dir, self.describe())
 
     # -- training ----------------------------------------------------------------------------
@@ -228,25 +229,31 @@ class TranslationTask(Task):
 
     # -- extra test sets ---------------------------------------------------------------------
 
-    def add_test_set(self, spec: str | list[str]) -> str:
-        """Read and tokenize a test set (see ``mt_data.resolve_test_set``); returns its split key."""
+    def add_test_set(self, spec: str | list[str], option: str = "task.test_sets") -> str:
+        """Read and tokenize a test set (see ``mt_data.resolve_test_set``); returns its split key.
+        ``option`` names where ``spec`` came from in errors (a ``task.`` key: ConfigError, else
+        UsageError for a name clash)."""
         cfg = self.config
-        key, src_path, tgt_path = mt_data.resolve_test_set(spec, self.data.corpus_dir, cfg.src_lang, cfg.tgt_lang)
+        key, src_path, tgt_path = mt_data.resolve_test_set(spec, self.data.corpus_dir, cfg.src_lang, cfg.tgt_lang,
+                                                           option)
         files = (src_path.resolve(), tgt_path.resolve())
         if key in self.test_set_files:
             if self.test_set_files[key] != files:
-                raise ConfigError(f"test set {spec!r}: its name {key!r} is taken by {self.test_set_files[key][0]}")
+                error = ConfigError if option.startswith("task.") else UsageError
+                raise error(f"{option}: test set {spec!r}: its name {key!r} is taken by {self.test_set_files[key][0]}")
             return key
-        src, tgt = mt_data.read_parallel_files(src_path, tgt_path)
+        src, tgt = mt_data.read_parallel_files(src_path, tgt_path, f"{option}: test set {spec!r} is misaligned")
         self.data.splits[key] = mt_data.ParallelSplit(
             src, tgt, mt_data.encode(self.data.tokenizer, src, cfg.max_len),
             mt_data.encode(self.data.tokenizer, tgt, cfg.max_len))
         self.test_set_files[key] = files
         return key
 
-    def evaluate_test_set(self, model: nn.Module, spec: str | list[str], max_batches: int = 0) -> dict[str, float]:
-        """{test_<name>_loss, test_<name>_ppl, test_<name>_bleu} of one test set (name, prefix or pair)."""
-        return self.evaluate(model, self.add_test_set(spec), max_batches)
+    def evaluate_test_set(self, model: nn.Module, spec: str | list[str], max_batches: int = 0,
+                          option: str = "--test-set") -> dict[str, float]:
+        """{test_<name>_loss, test_<name>_ppl, test_<name>_bleu} of one test set (name, prefix or pair);
+        ``option`` names where ``spec`` came from in errors."""
+        return self.evaluate(model, self.add_test_set(spec, option), max_batches)
 
     def epochs_seen(self, units: float, steps: int) -> float:
         """Target tokens seen / target tokens in the training split."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sst.config import RunConfig, from_dict, preset_dir, to_dict
-from sst.errors import ConfigError
+from sst.errors import ConfigError, UsageError
 from sst.registry import METHODS
 from sst.train import sweep
 from sst.train.loop import NonFiniteLossError, train
@@ -76,17 +76,21 @@ def _run_dir(out: Path, name: str, cell: dict, seed: int, swept: bool, many_seed
 def run_comparison(
     config: RunConfig, methods: list[str], out_dir: str | Path, rank: int | None = None,
     seeds: list[int] | None = None, sweep_values: dict[str, list] | None = None,
-    tuned: dict[str, dict] | None = None,
+    tuned: dict[str, dict] | None = None, tune_seeds: int = 1,
 ) -> dict:
     """Train every method on identical data and budget; write results.json, report.md, the plot.
 
-    ``sweep_values`` ({dotted key: values}) is run in full for each method at the first seed; the
-    cell with the best validation selection metric is chosen and repeated for the other
-    ``seeds``. ``tuned`` ({method: {dotted key: value}}, e.g. from an earlier sweep) fixes each
-    method's values instead. Finished runs are reused, so a sweep can be extended or split.
+    ``sweep_values`` ({dotted key: values}) is run in full for each method at the first
+    ``tune_seeds`` seeds; the cell with the best mean validation selection metric over them is
+    chosen and repeated for the other ``seeds`` (a cell diverging at any tuning seed is out).
+    ``tuned`` ({method: {dotted key: value}}, e.g. from an earlier sweep) fixes each method's
+    values instead. Finished runs are reused, so a sweep can be extended or split.
     """
     out = Path(out_dir)
     seeds = seeds or [config.seed]
+    if not 1 <= tune_seeds <= len(seeds):
+        raise UsageError(f"tune_seeds: must be in [1, {len(seeds)}] (the number of seeds), got {tune_seeds}")
+    tuning = seeds[:tune_seeds]
     sweep_values = sweep_values or {}
     swept = bool(sweep_values)
     config = dataclasses.replace(config, out_dir=str(out))
@@ -99,20 +103,24 @@ def run_comparison(
         method_sweep = sweep.applicable(sweep_values, base)
         candidates = []
         for cell in sweep.cells(method_sweep):
-            result = _train_cell(base, name, cell, seeds[0], out, swept, len(seeds) > 1)
-            grid.append({"method": name, "cell": cell, "seed": seeds[0], **_cell_summary(result)})
-            candidates.append((cell, result))
-        ok = [(c, r) for c, r in candidates if r.get("diverged") is None]
-        best = sweep.choose([r for _, r in ok], *_selection(ok)) if ok else None
+            results = [_train_cell(base, name, cell, seed, out, swept, len(seeds) > 1) for seed in tuning]
+            grid += [{"method": name, "cell": cell, "seed": seed, **_cell_summary(result)}
+                     for seed, result in zip(tuning, results)]
+            candidates.append((cell, results))
+        ok = [(c, rs) for c, rs in candidates if all(r.get("diverged") is None for r in rs)]
+        metric_key, higher = _selection(ok) if ok else ("", True)
+        means = [{metric_key: _mean_metric(rs, metric_key)} for _, rs in ok]
+        best = sweep.choose(means, metric_key, higher) if ok else None
         if best is None:
-            diverged[name] = next((r["diverged"] for _, r in candidates if r.get("diverged")), "no finite result")
+            diverged[name] = next((r["diverged"] for _, rs in candidates for r in rs if r.get("diverged")),
+                                  "no finite result")
             continue
-        cell, result = ok[best]
+        cell, results = ok[best]
         chosen[name] = {"cell": {**fixed, **cell}, "edge": sweep.at_edge(method_sweep, cell)}
         for row in grid:
             row["chosen"] = row.get("chosen", False) or (row["method"] == name and row["cell"] == cell)
-        runs.append({"seed": seeds[0], "cell": cell, **result})
-        for seed in seeds[1:]:
+        runs += [{"seed": seed, "cell": cell, **result} for seed, result in zip(tuning, results)]
+        for seed in seeds[tune_seeds:]:
             repeat = _train_cell(base, name, cell, seed, out, swept, True)
             if repeat.get("diverged"):
                 diverged[name] = repeat["diverged"]
@@ -157,10 +165,16 @@ def _train_cell(base: RunConfig, name: str, cell: dict, seed: int, out: Path, sw
         return {"method": name, "diverged": str(err)}
 
 
-def _selection(finished: list[tuple[dict, dict]]) -> tuple[str, bool]:
+def _selection(finished: list[tuple[dict, list[dict]]]) -> tuple[str, bool]:
     """(validation metric to choose on, higher is better), as the task reported them."""
-    first = finished[0][1]
+    first = finished[0][1][0]
     return first.get("selection_metric", first["metric"]), first["higher_is_better"]
+
+
+def _mean_metric(results: list[dict], key: str) -> float | None:
+    """Mean of ``key`` over a cell's tuning runs; None unless every run reported a number."""
+    values = [r.get(key) for r in results]
+    return statistics.fmean(values) if all(isinstance(v, float | int) for v in values) else None
 
 
 def _cell_summary(result: dict) -> dict:
