@@ -275,7 +275,9 @@ def markdown(report: dict) -> str:
         lines.append(head + f"| {mib(r['peak_memory_bytes'])} | {ratio} | "
                      + " | ".join(mib(r[k]) for k in PARTS) + f" | {mib(r['other_bytes'])} |")
     lines += ["", "other = peak - the five parts: temporaries of backward and of the optimizer step, and on "
-              "the CPU the allocator's and Python's own growth."]
+              "the CPU the allocator's and Python's own growth; negative when the parts never all live at "
+              "once (saved activations are freed as the gradients appear, so a peak in the optimizer step "
+              "holds none of them)."]
     for note in report["notes"]:
         lines += ["", f"- {note}"]
     if report["what_fits"]:
