@@ -41,3 +41,28 @@ def _shared_cache(tmp_path_factory):
         os.environ["SST_CACHE_DIR"] = str(tmp_path_factory.mktemp("sst-cache"))
     yield
 
+
+CORPUS_WORDS = ("the a spectral singular value low rank training model layer matrix vector sample round "
+                "iteration merge prune dense sparse").split()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Back to one thread for every module, whatever an earlier test set (small SVDs on a busy
+    2-core machine can spend ~1 s each spinning up BLAS threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A tiny plain-text LM corpus (40 documents of 60 words) in a session folder."""
+    import random
+
+    rng = random.Random(0)
+    docs = [" ".join(rng.choice(CORPUS_WORDS) for _ in range(60)) for _ in range(40)]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n\n".join(docs))
+    return path

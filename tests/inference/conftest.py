@@ -1,32 +1,9 @@
-"""Shared fixtures for the inference tests: a tiny corpus and tiny trained LM runs (a few steps)."""
+"""Shared fixtures for the inference tests: tiny trained LM runs (a few steps) on the root ``corpus``."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
-
-WORDS = ("the a spectral singular value low rank training model layer matrix vector sample round "
-         "iteration merge prune dense sparse").split()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small SVDs on a busy 2-core machine can spend ~1 s each spinning up BLAS threads.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    docs = [" ".join(rng.choice(WORDS) for _ in range(60)) for _ in range(40)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(docs))
-    return path
 
 
 def lm_config(corpus, out_dir, method: dict, model: str = "tiny", steps: int = 4) -> dict:
