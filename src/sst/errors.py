@@ -8,6 +8,7 @@ catches the built-in keeps working.
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 
@@ -34,6 +35,16 @@ class MissingDataError(DataError, FileNotFoundError):
 
 class DependencyError(SSTError, ImportError):
     """An optional package that a setting needs is not installed; the message says how to install it."""
+
+
+def require_package(*modules: str, message: str):
+    """Import ``modules`` (a package and any submodules it needs) and return the first; a
+    ``DependencyError`` carrying ``message`` (how to install it) when one is missing."""
+    try:
+        found = [importlib.import_module(name) for name in modules]
+    except ImportError as err:
+        raise DependencyError(message) from err
+    return found[0]
 
 
 class CheckpointError(SSTError, RuntimeError):

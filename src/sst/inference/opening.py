@@ -15,7 +15,7 @@ import yaml
 
 from sst.config import ConfigError, build_config
 from sst.devices import resolve_device
-from sst.errors import CheckpointError, DependencyError
+from sst.errors import CheckpointError, require_package
 from sst.inference.export import CONFIG_FILE, INFO_FILE, load_exported
 from sst.inference.loading import LoadedRun, load_run
 from sst.tasks import build_task
@@ -26,11 +26,8 @@ def is_export(path: Path) -> bool:
 
 
 def _hf_model(folder: Path) -> torch.nn.Module:
-    try:
-        import transformers
-    except ImportError as err:
-        raise DependencyError(f"{folder}: an hf export needs the `transformers` package: "
-                              "pip install 'sparse-spectral-training[hf]'") from err
+    transformers = require_package("transformers", message=f"{folder}: an hf export needs the "
+                                   "`transformers` package: pip install 'sparse-spectral-training[hf]'")
     return transformers.AutoModelForCausalLM.from_pretrained(str(folder))
 
 

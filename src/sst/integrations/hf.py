@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sst.errors import CheckpointError, ConfigError, DependencyError
+from sst.errors import CheckpointError, ConfigError, require_package
 from sst.methods import TrainingMethod, record_method
 
 METHOD_STATE_FILE = "sst_method.pt"
@@ -20,11 +20,8 @@ HF_INSTALL = "pip install 'sparse-spectral-training[hf]' (transformers and accel
 
 
 def require_transformers():
-    try:
-        import transformers
-    except ImportError as err:
-        raise DependencyError(f"sst.integrations.hf needs the `transformers` package: {HF_INSTALL}") from err
-    return transformers
+    return require_package("transformers",
+                           message=f"sst.integrations.hf needs the `transformers` package: {HF_INSTALL}")
 
 
 def unwrap_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

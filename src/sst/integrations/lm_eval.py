@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sst.errors import DependencyError, UsageError
+from sst.errors import UsageError, require_package
 from sst.inference.generate import generate_ids
 from sst.models.hf import lm_logits
 
@@ -19,12 +19,8 @@ INSTALL = "pip install lm-eval (lm-evaluation-harness), with the tasks' data ava
 
 
 def require_lm_eval():
-    try:
-        import lm_eval
-        import lm_eval.api.model
-    except ImportError as err:
-        raise DependencyError(f"--lm-eval needs the `lm_eval` package, which is not installed: {INSTALL}") from err
-    return lm_eval
+    return require_package("lm_eval", "lm_eval.api.model",
+                           message=f"--lm-eval needs the `lm_eval` package, which is not installed: {INSTALL}")
 
 
 @torch.no_grad()

@@ -108,10 +108,9 @@ class SSTMethod(TrainingMethod):
                        "singular-value / active-vector tensors of the spectral layers")
         start = time.perf_counter()
         resvd = 0
-        names = {id(m): n for n, m in model.named_modules()}
         for layer in layers:
             with gathered(layer):  # the optimizer's keys are the sharded tensors: permute outside
-                moved_by_svd, moved_by_sampling, failed = self._restructure(layer, names, step)
+                moved_by_svd, moved_by_sampling, failed = self._restructure(model, layer, step)
             resvd += moved_by_svd is not None and not failed
             if not cfg.reset_singular_value_state:  # each moment follows its singular value
                 if moved_by_svd is not None:
@@ -126,7 +125,7 @@ class SSTMethod(TrainingMethod):
         reset_state(optimizer, reset)
         return {"resampled": len(layers), "resvd": resvd}
 
-    def _restructure(self, layer: SpectralLinear, names: dict, step: int):
+    def _restructure(self, model: nn.Module, layer: SpectralLinear, step: int):
         """One layer's re-SVD (when its round is over) and re-sampling -> (slot permutation of the
         re-SVD or None, slot permutation of the sampling, whether the SVD failed)."""
         cfg = self.config
@@ -134,7 +133,8 @@ class SSTMethod(TrainingMethod):
         if int(layer.iteration) >= self.round_length(layer):
             moved = layer.resvd_(getattr(torch, cfg.svd_dtype))
             if moved is None:  # the SVD failed twice: keep the factors, start a new round
-                warn(f"re-SVD of {names.get(id(layer), 'a spectral layer')} failed in "
+                name = next((n for n, m in model.named_modules() if m is layer), "a spectral layer")
+                warn(f"re-SVD of {name} failed in "
                      f"{cfg.svd_dtype} and float64 at step {step}; its current factors are kept")
                 layer.iteration.zero_()
                 moved, failed = torch.arange(layer.k, device=layer.S.device), True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sst.errors import ConfigError, DependencyError
+from sst.errors import ConfigError, require_package
 
 from sst.models.llama import LLAMA_PRESETS, LlamaModel
 
@@ -30,14 +30,8 @@ HF_MODELS = tuple(f"llama-{p}" if p == "tiny" else p for p in LLAMA_PRESETS) + t
 
 
 def _transformers():
-    try:
-        import transformers
-    except ImportError as err:
-        raise DependencyError(
-            "task.model: Hugging Face models need the `transformers` package: "
-            "pip install 'sparse-spectral-training[hf]'"
-        ) from err
-    return transformers
+    return require_package("transformers", message="task.model: Hugging Face models need the "
+                           "`transformers` package: pip install 'sparse-spectral-training[hf]'")
 
 
 def build_hf_model(
