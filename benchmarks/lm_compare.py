@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     p.add_argument("--rank", type=int, default=None, help="default: the preset's method.rank")
     p.add_argument("--seeds", default="", help="comma-separated seeds (mean +- std of the chosen cells)")
-    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...", help="tune every method (repeatable)")
+    p.add_argument("--sweep", action="append", metavar="[METHOD:]KEY=V1,V2,...",
+                   help="tune every method (repeatable); METHOD:KEY is that method's own grid")
     p.add_argument("--tuned", default="", help="per-method values from an earlier sweep's results.json")
     p.add_argument("--runs", default="runs/bench/lm_compare", help="folder for the training runs")
     p.add_argument("--out", default=str(RESULTS), help="folder for the filed results")

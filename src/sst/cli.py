@@ -184,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="comma-separated, default full,lora,relora,galore,sst")
     p.add_argument("--rank", type=int, help="rank for every low-rank method")
     p.add_argument("--seeds", help="comma-separated seeds (mean and std are reported)")
-    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...",
-                   help="tune every method over these values (repeatable), chosen on validation")
+    p.add_argument("--sweep", action="append", metavar="[METHOD:]KEY=V1,V2,...",
+                   help="tune every method over these values (repeatable), chosen on validation; "
+                        "METHOD:KEY gives one method its own grid (sst:train.lr=1e-2,3e-2,1e-1)")
     p.add_argument("--tuned", help="fix each method's values from an earlier sweep: its results.json "
                                    "or a shipped <preset>.tuned.json name")
     p.add_argument("--out", help="output directory (default: the config's out_dir)")

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -201,3 +202,47 @@ def test_kept_singular_value_moments_follow_their_values_through_a_resvd(tiny_ml
     events = method.after_step(model, opt, 16)
     assert events["resvd"] == 1 and int(layer.iteration) == 1
     torch.testing.assert_close(opt.state[layer.S]["exp_avg"], layer.S.detach(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_active_only_singular_values_leave_the_frozen_slots_unchanged(tiny_mlp, reset):
+    # decay on S and (with reset off) stale moments would move frozen slots without a gradient
+    model, method, opt, x, y = _setup(tiny_mlp, singular_values="active", reset_singular_value_state=reset)
+    for group in opt.param_groups:
+        group["weight_decay"] = 0.1
+    layers = SSTMethod.layers(model)
+    for first in (1, 5):  # two iterations: the frozen set changes at the step-4 re-sample
+        canonical = [layer.factors()[1] for layer in layers]
+        frozen_idx = [layer.frozen_idx.clone() for layer in layers]
+        active_idx = [layer.active_idx.clone() for layer in layers]
+        _train_steps(model, method, opt, x, y, first, first + 2)  # within the iteration
+        for layer, S0, fi, ai in zip(layers, canonical, frozen_idx, active_idx):
+            S1 = layer.factors()[1]
+            assert torch.equal(S1[fi], S0[fi])
+            assert torch.all(S1[ai] != S0[ai])
+        _train_steps(model, method, opt, x, y, first + 3, first + 3)
+
+
+def test_active_only_singular_values_get_no_gradient_in_the_frozen_slots(tiny_mlp):
+    model, *_ , x, y = _setup(tiny_mlp, singular_values="active")
+    ((model(x) - y) ** 2).mean().backward()
+    for layer in SSTMethod.layers(model):
+        assert torch.count_nonzero(layer.S.grad[layer.rank:]) == 0
+        assert torch.count_nonzero(layer.S.grad[: layer.rank]) == layer.rank
+
+
+def test_orthogonal_init_gives_a_flat_spectrum_of_the_dense_norm(tiny_mlp):
+    dense_norms = [tiny_mlp.up.weight.detach().norm(), tiny_mlp.mid.weight.detach().norm()]  # not the head
+    fresh = copy.deepcopy(tiny_mlp)
+    model, method = sst.convert(tiny_mlp, sst.SSTConfig(rank=3, init="orthogonal"), seed=1)
+    layers = SSTMethod.layers(model)
+    assert len(layers) == len(dense_norms)
+    for layer, norm in zip(layers, dense_norms):
+        U, S, Vh = layer.factors()
+        torch.testing.assert_close(S, torch.full_like(S, float(S[0])))
+        torch.testing.assert_close(layer.dense_weight().norm(), norm.to(S.dtype))
+        eye = torch.eye(layer.k, dtype=U.dtype)
+        torch.testing.assert_close(U.T @ U, eye)
+        torch.testing.assert_close(Vh @ Vh.T, eye)
+    other, _ = sst.convert(fresh, sst.SSTConfig(rank=3, init="orthogonal"), seed=2)
+    assert not torch.allclose(SSTMethod.layers(other)[0].factors()[0], layers[0].factors()[0])

@@ -1,5 +1,7 @@
 """Comparison protocol: per-method sweeps chosen on validation only, edge flags, seeds, epochs."""
 
+import math
+
 import pytest
 import yaml
 from runconfigs import tiny_lm_config
@@ -27,6 +29,19 @@ def test_a_key_the_method_lacks_is_dropped_for_that_method(tmp_path):
     changed = sweep.with_cell(build_config(tiny_lm_config(tmp_path)), cell)
     assert changed.train.lr == 0.01 and changed.method.resample_every == 25
     assert sweep.cell_label(cell) == "lr=0.01,resample_every=25"
+
+
+def test_a_method_grid_replaces_the_shared_grid_for_that_method_only(tmp_path):
+    values = sweep.parse_sweep(["train.lr=1e-3,1e-2", "sst:train.lr=3e-2,1e-1", "sst:method.resample_every=25,50"])
+    assert values["sst:train.lr"] == [0.03, 0.1]
+    lora = build_config(tiny_lm_config(tmp_path, {"name": "lora", "rank": 2}))
+    sst_cfg = build_config(tiny_lm_config(tmp_path))
+    assert sweep.applicable(values, lora) == {"train.lr": [1e-3, 1e-2]}
+    assert sweep.applicable(values, sst_cfg) == {"train.lr": [0.03, 0.1], "method.resample_every": [25, 50]}
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        sweep.parse_sweep(["nope:train.lr=1,2"])
+    with pytest.raises(ConfigError, match="must start with"):
+        sweep.parse_sweep(["sst:lr=1,2"])
 
 
 def test_the_choice_uses_the_validation_metric_only():
@@ -87,6 +102,22 @@ def test_runs_past_one_epoch_are_warned_about():
     assert "full saw its training data 2.50 times" in text and "sst saw" not in text
 
 
+def test_per_method_grids_run_their_own_cells_and_flag_their_own_edges(tmp_path):
+    cfg = build_config(tiny_lm_config(tmp_path / "unused", steps=2))
+    values = sweep.parse_sweep(["train.lr=1e-3,2e-3", "sst:train.lr=4e-3,8e-3,1.6e-2"])
+    report = run_comparison(cfg, ["full", "sst"], tmp_path / "cmp", rank=2, sweep_values=values)
+    lrs = {name: sorted(c["cell"]["train.lr"] for c in report["sweep"]["cells"] if c["method"] == name)
+           for name in ("full", "sst")}
+    assert lrs == {"full": [1e-3, 2e-3], "sst": [4e-3, 8e-3, 1.6e-2]}
+    assert report["sweep"]["chosen"]["sst"]["grid"] == {"train.lr": [4e-3, 8e-3, 1.6e-2]}
+    text = "\n".join(protocol_lines(report))
+    assert "| method | train.lr |" in text  # one column for the shared and the per-method key
+    for name, choice in report["sweep"]["chosen"].items():
+        if choice["edge"]:
+            assert f"{name}'s best train.lr ({choice['cell']['train.lr']:g}) is at the edge of the sweep " \
+                   f"{lrs[name]}" in text
+
+
 def test_tuned_values_are_applied_per_method(tmp_path):
     cfg = build_config(tiny_lm_config(tmp_path / "unused", steps=2))
     tuned = {"full": {"train.lr": 0.002}, "sst": {"train.lr": 0.004}}
@@ -122,7 +153,7 @@ def test_tuning_on_several_seeds_chooses_on_their_mean_validation(tmp_path, monk
     lrs = {"train.lr": [1e-3, 1e-2, 1e-1]}
     report = run_comparison(cfg, ["full"], tmp_path / "two", seeds=[0, 1, 2], sweep_values=lrs, tune_seeds=2)
     # seed 0 alone would pick 1e-1 (diverges at seed 1) or 1e-3; the mean over seeds 0, 1 picks 1e-2
-    assert report["sweep"]["chosen"]["full"] == {"cell": {"train.lr": 1e-2}, "edge": []}
+    assert report["sweep"]["chosen"]["full"] == {"cell": {"train.lr": 1e-2}, "edge": [], "grid": lrs}
     assert [(r["seed"], r["cell"]["train.lr"]) for r in report["runs"]] == [(0, 1e-2), (1, 1e-2), (2, 1e-2)]
     assert sorted(trained) == sorted([(lr, s) for lr in lrs["train.lr"] for s in (0, 1)] + [(1e-2, 2)])
     assert len(report["sweep"]["cells"]) == 6 and sum(c["chosen"] for c in report["sweep"]["cells"]) == 2
@@ -131,3 +162,22 @@ def test_tuning_on_several_seeds_chooses_on_their_mean_validation(tmp_path, monk
     assert one["sweep"]["chosen"]["full"]["cell"] == {"train.lr": 1e-1}  # default: tuned on seed 0 only
     with pytest.raises(UsageError, match=r"tune_seeds: must be in \[1, 2\]"):
         run_comparison(cfg, ["full"], tmp_path / "bad", seeds=[0, 1], sweep_values=lrs, tune_seeds=3)
+
+
+def test_curves_are_averaged_over_seeds_on_the_steps_they_share():
+    from sst.train.compare import _mean_band
+
+    steps, mean, low, high = _mean_band([[(10, 1.0), (20, 3.0), (30, 5.0)], [(10, 3.0), (20, 5.0)]])
+    assert steps == [10, 20] and mean == [2.0, 4.0]
+    assert low == pytest.approx([2.0 - 2 ** 0.5, 4.0 - 2 ** 0.5]) and high == pytest.approx([2 + 2 ** 0.5, 4 + 2 ** 0.5])
+
+
+def test_each_run_records_its_validation_curve(tmp_path):
+    cfg = build_config(tiny_lm_config(tmp_path / "unused", steps=4))
+    cfg.train.eval_every = 2
+    report = run_comparison(cfg, ["full"], tmp_path / "cmp", seeds=[0, 1])
+    for run in report["runs"]:
+        assert [step for step, _ in run["val_history"]] == [2, 4]
+        best = min(run["val_history"], key=lambda sv: sv[1])  # the loop's best validation step
+        assert best[0] == run["best_step"] and all(math.isfinite(v) for _, v in run["val_history"])
+    assert (tmp_path / "cmp" / "loss_curves.png").stat().st_size > 10_000

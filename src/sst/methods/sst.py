@@ -23,7 +23,7 @@ from sst.methods.base import MethodConfig, TrainingMethod, broadcast_tensors, re
 from sst.schema import check_range
 from sst.methods.surgery import check_rank, find_targets, replace_modules
 from sst.optim.moments import permute_state, reset_state
-from sst.spectral.functional import SamplingMode
+from sst.spectral.functional import SamplingMode, random_orthogonal_factors
 from sst.spectral.linear import SpectralLinear, project_all_
 from sst.spectral.products import ProductMode
 from sst.shards import gathered, one_at_a_time
@@ -48,6 +48,9 @@ class SSTConfig(MethodConfig):
     frozen_dtype: Literal["same", "bfloat16"] = "same"  # storage of U_frozen / Vh_frozen
     product: ProductMode = "auto"  # how x W^T is evaluated (sst.spectral.products)
     stagger_resvd: bool = True  # offset the layers' rounds so their re-SVDs fall on different steps
+    # Ablations of SST-SPEC's choices (the defaults are the method):
+    singular_values: Literal["all", "active"] = "all"  # active: only the r sampled values of S train
+    init: Literal["svd", "orthogonal"] = "svd"  # orthogonal: random U, Vh and a flat S (same norm)
 
     def __post_init__(self):
         super().__post_init__()
@@ -70,7 +73,16 @@ class SSTMethod(TrainingMethod):
         replace_modules(model, targets, lambda _, lin: SpectralLinear.from_dense(
             lin, cfg.rank, cfg.sampling, self.generator, getattr(torch, cfg.svd_dtype),
             enhanced_gradient=cfg.enhanced_gradient, eps=cfg.eps, frozen_dtype=frozen, product=cfg.product,
+            all_singular_values=cfg.singular_values == "all",
         ))
+        if cfg.init == "orthogonal":
+            for layer in self.layers(model):
+                if layer.S.is_meta:
+                    continue
+                rms = float(layer.S.detach().double().square().mean().sqrt())
+                found = random_orthogonal_factors(layer.out_features, layer.in_features,
+                                                  rms, self.generator, layer.S.dtype)
+                layer.load_factors_(*(t.to(layer.S.device) for t in found))
         if cfg.stagger_resvd:
             with torch.no_grad():
                 for j, layer in enumerate(self.layers(model)):
@@ -95,6 +107,12 @@ class SSTMethod(TrainingMethod):
         groups[0]["params"] = [p for p in groups[0]["params"] if id(p) not in spectral]
         groups[1]["params"] = groups[1]["params"] + moved
         return groups
+
+    def build_optimizer(self, model: nn.Module, lr: float, *args, **kwargs) -> torch.optim.Optimizer:
+        optimizer = super().build_optimizer(model, lr, *args, **kwargs)
+        if self.config.singular_values == "active":
+            keep_frozen_values(optimizer, self.layers(model))
+        return optimizer
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> dict:
         cfg = self.config
@@ -155,3 +173,21 @@ class SSTMethod(TrainingMethod):
 
     def lr_multiplier(self, step: int) -> float:
         return restart_warmup(step, self.config.resample_every, self.config.restart_warmup_steps)
+
+
+def keep_frozen_values(optimizer: torch.optim.Optimizer, layers: list[SpectralLinear]) -> None:
+    """``singular_values: active``: every optimizer step leaves the frozen slots S[r:] of ``layers``
+    as they were before it (they take no gradient, but weight decay and stale moments would still
+    move them). Step pre/post hooks, so nothing needs saving across a resume."""
+    held: list[torch.Tensor] = []
+
+    def before(*_):
+        held[:] = [layer.S.detach()[layer.rank:].clone() for layer in layers]
+
+    def after(*_):
+        with torch.no_grad():
+            for layer, values in zip(layers, held):
+                layer.S[layer.rank:].copy_(values)
+
+    optimizer.register_step_pre_hook(before)
+    optimizer.register_step_post_hook(after)

@@ -49,6 +49,26 @@ def robust_svd(
     return None
 
 
+def random_orthogonal_factors(
+    out_features: int, in_features: int, scale: float, generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Haar-random orthonormal U (out, k), Vh (k, in) and a flat spectrum S = scale (k,).
+
+    The ablation of SVD initialisation: W = scale * U Vh has the same Frobenius norm as a dense
+    weight whose singular values have root-mean-square ``scale``, but every direction is random
+    and every singular value equal (as ``nn.init.orthogonal_``). Q of a Gaussian matrix's QR,
+    with the signs of R's diagonal folded in, is Haar-distributed.
+    """
+    k = min(out_features, in_features)
+
+    def haar(n: int) -> torch.Tensor:
+        Q, R = torch.linalg.qr(torch.randn(n, k, generator=generator, dtype=torch.float64))
+        return (Q * torch.sign(torch.diagonal(R)).unsqueeze(0)).to(dtype)
+
+    return haar(out_features), torch.full((k,), float(scale), dtype=dtype), haar(in_features).T.contiguous()
+
+
 def compose(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
     """U (out, k), S (k,), Vh (k, in) -> W = U diag(S) Vh (out, in)."""
     return (U * S.unsqueeze(0)) @ Vh

@@ -35,6 +35,9 @@ class SpectralLinear(FactoredLinear):
     ``frozen_dtype`` stores the frozen buffers in a lower precision (bf16 halves the layer's
     largest tensors); S and the active vectors keep ``dtype``. ``product`` picks how the forward
     evaluates x W^T (``sst.spectral.products``); no mode keeps W alive for backward.
+    ``all_singular_values=False`` (an ablation) trains only the r active values of S: the frozen
+    slots get no gradient (the optimizer step may still move them through weight decay or stale
+    moments; ``SSTMethod`` restores them after each step).
     ``sharded_buffers``: under FSDP2 the frozen factors become frozen parameters (same keys) so
     that they are sharded like the rest.
     """
@@ -53,6 +56,7 @@ class SpectralLinear(FactoredLinear):
         dtype: torch.dtype | None = None,
         frozen_dtype: torch.dtype | None = None,
         product: ProductMode = "auto",
+        all_singular_values: bool = True,
     ):
         super().__init__()
         k = min(in_features, out_features)
@@ -65,6 +69,7 @@ class SpectralLinear(FactoredLinear):
         self.enhanced_gradient = enhanced_gradient
         self.eps = eps
         self.product = product
+        self.all_singular_values = all_singular_values
         kw = {"device": device, "dtype": dtype}
         self.U_active = nn.Parameter(torch.empty(out_features, rank, **kw))
         self.Vh_active = nn.Parameter(torch.empty(rank, in_features, **kw))
@@ -149,8 +154,11 @@ class SpectralLinear(FactoredLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out), with the (enhanced) spectral gradient of ``SpectralProduct``."""
+        S = self.S
+        if not self.all_singular_values:  # frozen slots [r:] take no gradient
+            S = torch.cat([S[: self.rank], S[self.rank:].detach()])
         return spectral_product(
-            x, self.U_active, self.S, self.Vh_active, self.U_frozen, self.Vh_frozen, self.bias,
+            x, self.U_active, S, self.Vh_active, self.U_frozen, self.Vh_frozen, self.bias,
             self.enhanced_gradient, self.eps, self.product,
         )
 

@@ -116,7 +116,7 @@ def run_comparison(
                                   "no finite result")
             continue
         cell, results = ok[best]
-        chosen[name] = {"cell": {**fixed, **cell}, "edge": sweep.at_edge(method_sweep, cell)}
+        chosen[name] = {"cell": {**fixed, **cell}, "edge": sweep.at_edge(method_sweep, cell), "grid": method_sweep}
         for row in grid:
             row["chosen"] = row.get("chosen", False) or (row["method"] == name and row["cell"] == cell)
         runs += [{"seed": seed, "cell": cell, **result} for seed, result in zip(tuning, results)]
@@ -328,7 +328,7 @@ def protocol_lines(report: dict) -> list[str]:
     lines = []
     if sw.get("values"):
         select = sw.get("selection_metric") or report["metric"]
-        keys = list(sw["values"])
+        keys = list(dict.fromkeys(key.rpartition(":")[2] for key in sw["values"]))
         lines += ["", f"### Sweep (each method tuned on its own; chosen on {select}, validation only)", "",
                   "| method | " + " | ".join(keys) + f" | {select} | {report['metric']} | chosen |",
                   "|---|" + "---|" * (len(keys) + 3)]
@@ -339,8 +339,9 @@ def protocol_lines(report: dict) -> list[str]:
                          + f" | {value} | {headline} | {'**yes**' if row.get('chosen') else ''} |")
         for name, choice in sw.get("chosen", {}).items():
             for key in choice.get("edge", []):
+                grid = choice.get("grid") or sw["values"]
                 lines.append(f"- Warning: {name}'s best {key} ({_fmt(choice['cell'][key])}) is at the edge "
-                             f"of the sweep {sw['values'][key]}: widen it.")
+                             f"of the sweep {grid[key]}: widen it.")
     if report.get("tuned"):
         lines += ["", "Per-method values fixed from an earlier sweep: "
                   + "; ".join(f"{m}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in c.items())
@@ -362,22 +363,52 @@ def protocol_lines(report: dict) -> list[str]:
     return lines
 
 
+def _mean_band(histories: list[list]) -> tuple[list, list, list, list]:
+    """(step, value) histories of several seeds -> steps they share, mean, mean - std, mean + std."""
+    common = sorted(set.intersection(*(set(step for step, _ in h) for h in histories)))
+    if not common:
+        return [], [], [], []
+    values = [dict((step, v) for step, v in h) for h in histories]
+    means, lows, highs = [], [], []
+    for step in common:
+        xs = [v[step] for v in values]
+        mean = statistics.fmean(xs)
+        std = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        means.append(mean), lows.append(mean - std), highs.append(mean + std)
+    return common, means, lows, highs
+
+
 def plot_loss_curves(runs: list[dict], path: Path) -> None:
-    """Training loss against step, one line per run."""
+    """Training loss (left) and the validation selection metric (right, markers) against step:
+    one colour per method, the mean over its seeds with a band of one standard deviation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in runs:
-        if r.get("loss_history"):
-            steps, losses = zip(*r["loss_history"])
-            ax.plot(steps, losses, label=f"{r['method']} (seed {r['seed']})")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    fig, (train_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    val_label = next((r.get("selection_metric") for r in runs if r.get("selection_metric")), "validation")
+    for i, name in enumerate(methods):
+        mine = [r for r in runs if r["method"] == name]
+        colour = colours[i % len(colours)]
+        label = f"{name} ({len(mine)} seed{'s' if len(mine) > 1 else ''})"
+        for ax, key, style in ((train_ax, "loss_history", "-"), (val_ax, "val_history", "o-")):
+            histories = [r[key] for r in mine if r.get(key)]
+            if len(histories) != len(mine):
+                continue
+            steps, mean, low, high = _mean_band(histories)
+            if steps:
+                ax.plot(steps, mean, style, color=colour, label=label, markersize=3)
+                ax.fill_between(steps, low, high, color=colour, alpha=0.2, linewidth=0)
+    train_ax.set_ylabel("training loss")
+    val_ax.set_ylabel(f"{val_label} (validation)")
+    for ax in (train_ax, val_ax):
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -105,6 +105,7 @@ class LoopState:
     best_step: int = 0
     bad_evals: int = 0
     history: list = field(default_factory=list)  # (step, train_loss) pairs for reports
+    val_history: list = field(default_factory=list)  # (step, validation selection metric) pairs
     window: LossWindow = field(default_factory=LossWindow)  # the train record being summed
     eval_pending: bool = False  # the evaluation of ``step`` is still to come (saved before it)
     log_records: int | None = None  # metrics records written before this state was saved
@@ -408,6 +409,7 @@ def evaluate(run: Run) -> dict[str, float]:
     distributed.reshard(run.model)
     state.eval_pending = False
     metric = metrics[task.selection_metric]
+    state.val_history.append((state.step, float(metric)))
     if _improved(metric, state.best_metric, task.higher_is_better):
         state.best_metric, state.best_step, state.bad_evals = metric, state.step, 0
         if tc.keep_best:
@@ -523,6 +525,7 @@ def finish(run: Run) -> dict[str, Any]:
         "svd_seconds": 0.0,
         "train_seconds": state.train_seconds,
         "loss_history": state.history,
+        "val_history": state.val_history,
         "task": task.describe(),
         "device": str(run.dist.device),
         "world_size": run.dist.world_size,

@@ -4,6 +4,8 @@ A sweep is {dotted key: [values]}; its cells are the Cartesian product. A key th
 config does not have (``method.resample_every`` for LoRA) is dropped for that method. The chosen
 cell of a method is the one with the best *validation* selection metric (never a test metric);
 a chosen value at the end of its grid is flagged, since the optimum may lie outside it.
+A key written ``METHOD:KEY`` (``sst:train.lr``) is that method's own grid and replaces the shared
+grid of KEY for it, so that each method's grid can be centred on its own optimum.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from sst.errors import ConfigError
 
 
 def parse_sweep(texts: list[str] | None) -> dict[str, list]:
-    """``["train.lr=1e-3,3e-3"]`` -> {"train.lr": [0.001, 0.003]} (values read as YAML scalars)."""
+    """``["train.lr=1e-3,3e-3", "sst:train.lr=1e-2,3e-2"]`` -> {"train.lr": [0.001, 0.003],
+    "sst:train.lr": [0.01, 0.03]} (values read as YAML scalars)."""
+    from sst.registry import METHODS
+
     sweep: dict[str, list] = {}
     for text in texts or []:
         key, sep, raw = text.partition("=")
         if not sep or not key or not raw:
-            raise ConfigError(f"--sweep {text!r}: expected KEY=V1,V2,... (e.g. train.lr=1e-3,3e-3)")
-        if key.split(".")[0] not in ("train", "method", "task"):
+            raise ConfigError(f"--sweep {text!r}: expected [METHOD:]KEY=V1,V2,... (e.g. train.lr=1e-3,3e-3)")
+        method, colon, bare = key.rpartition(":")
+        if colon and method not in METHODS.names():
+            raise ConfigError(f"--sweep {text!r}: unknown method {method!r}; choose from {sorted(METHODS.names())}")
+        if bare.split(".")[0] not in ("train", "method", "task"):
             raise ConfigError(f"--sweep {text!r}: the key must start with train., method. or task.")
         values = []
         for item in raw.split(","):
@@ -44,10 +52,14 @@ def parse_sweep(texts: list[str] | None) -> dict[str, list]:
 
 
 def applicable(sweep: dict[str, list], config: RunConfig) -> dict[str, list]:
-    """The part of ``sweep`` whose keys exist in ``config`` (a method lacking a key drops it)."""
+    """The grid of ``config``'s method: shared keys that exist in ``config`` (a method lacking a key
+    drops it), each replaced by the method's own ``METHOD:KEY`` grid where there is one."""
     data = to_dict(config)
     kept = {}
-    for key, values in sweep.items():
+    name = config.method.name
+    own = {key.partition(":")[2]: values for key, values in sweep.items() if key.startswith(f"{name}:")}
+    shared = {key: values for key, values in sweep.items() if ":" not in key}
+    for key, values in {**shared, **own}.items():
         node = data
         for part in key.split("."):
             node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
