@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
+
+from sst.errors import UsageError
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -57,6 +60,33 @@ def test_lm_compare_files_report(tmp_path):
     assert saved["resolved_config"]["task"]["seq_len"] == 16 and saved["device"] == "cpu"
     assert "Gap reduction" in stem.with_suffix(".md").read_text()
     assert stem.with_suffix(".png").stat().st_size > 1000
+
+
+def test_lm_ablation_compares_each_variant_with_the_default(tmp_path):
+    corpus = _corpus(tmp_path / "corpus.txt")
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(json.dumps({"chosen": {"sst": {"cell": {"train.lr": 0.004}}}}))
+    result = load("lm_ablation").main([
+        "--config", "tiny/lm", "--variants", "default,top,active_s,orthogonal_init", "--seeds", "0,1",
+        "--tuned", str(tuned), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--tag", "t",
+        f"task.data=[{corpus}]", "task.vocab_size=300", "task.seq_len=16", "task.batch_size=2",
+        "task.max_train_tokens=0", f"task.cache_dir={tmp_path / 'cache'}", "train.steps=3", "train.eval_every=0",
+    ])
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert list(rows) == ["default", "top", "active_s", "orthogonal_init"]
+    assert result["resolved_config"]["train"]["lr"] == 0.004
+    for name, row in rows.items():
+        assert row["seeds"] == 2 and len(row["values"]) == 2
+        assert row["delta"] == pytest.approx(row["mean"] - rows["default"]["mean"])
+    for name, key, value in (("top", "sampling", "top"), ("active_s", "singular_values", "active"),
+                             ("orthogonal_init", "init", "orthogonal"), ("default", "init", "svd")):
+        saved = yaml.safe_load((tmp_path / "runs" / name / "sst" / "seed1" / "config.yaml").read_text())
+        assert saved["method"][key] == value and saved["train"]["lr"] == 0.004
+    text = (tmp_path / "out" / "lm_ablation_t.md").read_text()
+    assert "| active_s | only the r active singular values train |" in text
+    assert (tmp_path / "out" / "lm_ablation_t.png").stat().st_size > 1000
+    with pytest.raises(UsageError, match="include 'default'"):
+        load("lm_ablation").main(["--config", "tiny/lm", "--variants", "top"])
 
 
 def test_mt_compare_reports_gap_per_geometry_and_width(tmp_path):
