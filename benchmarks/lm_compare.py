@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", default="", help="comma-separated seeds (mean +- std of the chosen cells)")
     p.add_argument("--sweep", action="append", metavar="[METHOD:]KEY=V1,V2,...",
                    help="tune every method (repeatable); METHOD:KEY is that method's own grid")
+    p.add_argument("--tune-seeds", type=int, default=1, help="choose cells on the mean of the first N seeds")
     p.add_argument("--tuned", default="", help="per-method values from an earlier sweep's results.json")
     p.add_argument("--runs", default="runs/bench/lm_compare", help="folder for the training runs")
     p.add_argument("--out", default=str(RESULTS), help="folder for the filed results")
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     seeds = [int(x) for x in args.seeds.split(",") if x] or None
     report = run_comparison(config, args.methods.split(","), args.runs, rank=args.rank, seeds=seeds,
-                            sweep_values=parse_sweep(args.sweep), tuned=load_tuned(args.tuned) if args.tuned else None)
+                            sweep_values=parse_sweep(args.sweep), tuned=load_tuned(args.tuned) if args.tuned else None,
+                            tune_seeds=args.tune_seeds)
     wall = time.perf_counter() - start
 
     runs_dir = Path(args.runs)

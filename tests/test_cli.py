@@ -50,6 +50,17 @@ def test_compare_writes_results_report_and_plot(tmp_path, capsys):
                  "--methods", "full,lora,sst", "--rank", "2", "--out", str(tmp_path)]) == 0
 
 
+def test_compare_tunes_on_several_seeds_and_per_method_grids(tmp_path, capsys):
+    code = main(["compare", "tiny/lm", "train.steps=2", "train.progress=false", "--methods", "sst",
+                 "--rank", "2", "--seeds", "0,1", "--tune-seeds", "2", "--sweep", "train.lr=1e-3,3e-3",
+                 "--sweep", "sst:train.lr=5e-3,1e-2", "--out", str(tmp_path)])
+    assert code == 0
+    cells = json.loads((tmp_path / "results.json").read_text())["sweep"]["cells"]
+    assert sorted((c["cell"]["train.lr"], c["seed"]) for c in cells) == [(5e-3, 0), (5e-3, 1), (1e-2, 0), (1e-2, 1)]
+    assert main(["compare", "tiny/lm", "--seeds", "0", "--tune-seeds", "2", "--out", str(tmp_path)]) == 2
+    assert "tune_seeds: must be in [1, 1]" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_input_clearly(tmp_path, capsys):
     assert main(["train", "tiny/lm", "train.lrr=1", "--out", str(tmp_path)]) == 2
     assert "unknown config key(s) ['train.lrr']" in capsys.readouterr().err

@@ -66,7 +66,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = args.out or config.out_dir
     tuned = load_tuned(args.tuned) if args.tuned else None
     report = run_comparison(config, methods, out, rank=args.rank, seeds=_seed_list(args.seeds),
-                            sweep_values=parse_sweep(args.sweep), tuned=tuned)
+                            sweep_values=parse_sweep(args.sweep), tuned=tuned, tune_seeds=args.tune_seeds)
     print((Path(out) / "report.md").read_text())
     print(f"wrote {out}/results.json, {out}/report.md, {out}/loss_curves.png")
     return 0 if report["runs"] else 1
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="append", metavar="[METHOD:]KEY=V1,V2,...",
                    help="tune every method over these values (repeatable), chosen on validation; "
                         "METHOD:KEY gives one method its own grid (sst:train.lr=1e-2,3e-2,1e-1)")
+    p.add_argument("--tune-seeds", type=int, default=1, metavar="N",
+                   help="choose each sweep cell on the mean validation of the first N seeds (default 1)")
     p.add_argument("--tuned", help="fix each method's values from an earlier sweep: its results.json "
                                    "or a shipped <preset>.tuned.json name")
     p.add_argument("--out", help="output directory (default: the config's out_dir)")
