@@ -41,7 +41,18 @@ def reference(tmp_path_factory):
     return out, train(_config(out))
 
 
-def test_a_crash_at_any_file_operation_of_a_save_resumes_exactly(tmp_path, monkeypatch, reference):
+def _spread(positions, k=4):
+    """`k` positions spread evenly over `positions`, the first and the last included."""
+    if len(positions) <= k:
+        return list(positions)
+    return sorted({positions[round(i * (len(positions) - 1) / (k - 1))] for i in range(k)})
+
+
+# The default suite crashes at four file operations spread over the save (the first and the last
+# among them); `-m slow` crashes at every one. test_checkpoint.py covers every operation of a save
+# at the unit level in the default suite.
+@pytest.mark.parametrize("where", ["spread", pytest.param("every", marks=pytest.mark.slow)])
+def test_a_crash_at_any_file_operation_of_a_save_resumes_exactly(tmp_path, monkeypatch, reference, where):
     ref_dir, ref_results = reference
     # The second save of last/ (step 4) comes after best/ (step 3): find the file operations it
     # spans among all those of the run (config, metrics and results files are written atomically too).
@@ -60,7 +71,8 @@ def test_a_crash_at_any_file_operation_of_a_save_resumes_exactly(tmp_path, monke
     monkeypatch.undo()
     first, last = spans[2]  # last/ at step 2, best/ at step 3, last/ at step 4
     assert last - first >= 10
-    for at in range(first + 1, last + 1):
+    positions = list(range(first + 1, last + 1))
+    for at in positions if where == "every" else _spread(positions):
         out = tmp_path / f"crash{at}"
         instrument(monkeypatch, at, crash)
         with pytest.raises(Crash):
