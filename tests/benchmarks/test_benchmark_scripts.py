@@ -118,6 +118,32 @@ def test_mt_compare_reports_gap_per_geometry_and_width(tmp_path):
     assert "| Lorentz | 16 | 2 | test |" in text and "Hyperbolic minus Euclidean" in text
 
 
+def test_mt_compare_tunes_each_method_on_validation_and_averages_seeds(tmp_path):
+    report = load("mt_compare").main([
+        "--config", "tiny/translation", "--widths", "16", "--methods", "full,sst", "--geometries", "euclidean",
+        "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--sweep", "train.lr=1e-3,1e-2",
+        "--seeds", "0,1", f"task.cache_dir={tmp_path}", "train.steps=3", "task.bleu_max_sentences=5",
+        "train.eval_every=1", "train.patience=1",
+    ])
+    (width,) = report["widths"]
+    for name in ("full", "sst"):
+        row = width["methods"][name]
+        cells = [c for c in width["sweep"] if c["method"] == name]
+        assert [c["cell"]["train.lr"] for c in cells] == [1e-3, 1e-2] and all(c["seed"] == 0 for c in cells)
+        best = max(cells, key=lambda c: (c["val_bleu"], -cells.index(c)))  # first of equals, on validation only
+        assert row["cell"] == best["cell"] and [c["chosen"] for c in cells] == [c is best for c in cells]
+        assert row["seeds"] == [0, 1]
+        chosen_dir = tmp_path / "runs" / "euclidean" / "d16" / name / f"lr={best['cell']['train.lr']}"
+        scores = [json.loads((chosen_dir / f"seed{s}" / "results.json").read_text()) for s in (0, 1)]
+        assert row["test_bleu"] == pytest.approx(sum(r["test_bleu"] for r in scores) / 2)
+        assert row["test_ppl_std"] == pytest.approx(abs(scores[0]["test_ppl"] - scores[1]["test_ppl"]) / 2 ** 0.5)
+        assert all(r["steps"] <= 3 for r in scores)
+    text = (tmp_path / "out" / "mt_compare_cpu.md").read_text()
+    assert "Chosen per method on validation BLEU" in text and "lr=0.001: " in text and " ± " in text
+    assert "tuned per method" in text and "stopped after 1 validations" in text
+    assert "| geometry | d | r | split | full | SST | gap reduction |" in text  # one column per method run
+
+
 def test_mt_compare_bleu_gap_needs_a_full_rank_lead():
     bleu_gap = load("mt_compare").bleu_gap
     scores = {"full": 5.0, "lora": 1.0, "relora": 2.0, "sst": 3.0}
