@@ -74,6 +74,8 @@ def width_summary(d: int, rank: int, geometry: str, report: dict, wall: float, m
         for key in COST_KEYS:
             row[key] = _mean_std([r[key] for r in runs])[0]
         row["train_seconds"] = sum(r["train_seconds"] for r in runs)
+        for key in ("steps", "best_step"):  # steps run (patience or the cap) and the best-BLEU step
+            row[key] = _mean_std([r.get(key) for r in runs])[0]
         if name in chosen:
             row["cell"], row["edge"] = chosen[name]["cell"], chosen[name]["edge"]
         rows[name] = row
@@ -85,7 +87,8 @@ def width_summary(d: int, rank: int, geometry: str, report: dict, wall: float, m
         for split in ("val", "test")
     }
     sweep = [{"method": c["method"], "cell": c["cell"], "seed": c["seed"], "val_bleu": c.get("val_bleu"),
-              "val_loss": c.get("val_loss"), "chosen": c["chosen"], "diverged": c.get("diverged")}
+              "val_loss": c.get("val_loss"), "steps": c.get("steps"), "best_step": c.get("best_step"),
+              "chosen": c["chosen"], "diverged": c.get("diverged")}
              for c in report.get("sweep", {}).get("cells", [])]
     return {"d_model": d, "rank": rank, "geometry": geometry, "methods": rows, "gap_reduction": gaps,
             "full_bleu_lead": {split: lead for split, (_, lead) in bleu.items()},
@@ -150,6 +153,15 @@ def _score(row: dict | None, key: str, digits: int = 2) -> str:
     return text + (f" ± {row[f'{key}_std']:.{digits}f}" if len(row.get("seeds", [])) > 1 else "")
 
 
+def _steps_text(runs: list[tuple], cap: int) -> str:
+    """`` (best at 3200 of 5200)`` for a cell's run(s): its best-BLEU step and the steps run, with
+    ``cap`` where the run hit the step cap rather than stopping by patience."""
+    if any(s is None or b is None for s, b in runs):
+        return ""
+    best, ran = statistics.fmean(b for _, b in runs), statistics.fmean(s for s, _ in runs)
+    return f" (best at {best:.0f} of {ran:.0f}{', cap' if any(s >= cap for s, _ in runs) else ''})"
+
+
 def _tuning_lines(report: dict) -> list[str]:
     """The chosen cell of each method per (geometry, width), the sweep's validation scores per
     cell (mean over the tuning seeds), diverged methods and pairs within noise."""
@@ -158,15 +170,20 @@ def _tuning_lines(report: dict) -> list[str]:
     swept = [w for w in report["widths"] if w.get("sweep") and any(len(c["cell"]) for c in w["sweep"])]
     if swept:
         lines += ["", f"Chosen per method on validation BLEU (mean over the first {report['tune_seeds']} "
-                      "seed(s)); `*` = at the edge of its grid, widen it:", "",
+                      "seed(s)); `*` = at the edge of its grid, widen it; in brackets the step of the best "
+                      "validation BLEU and the steps run (`cap`: stopped by the step cap, not by patience):", "",
                   "| geometry | d | method | chosen | validation BLEU per cell |", "|---|---|---|---|---|"]
         for w in swept:
             for m in [m for m in ALL_METHODS if any(c["method"] == m for c in w["sweep"])]:
                 row = w["methods"].get(m, {})
                 cells: dict[str, list] = {}
+                steps: dict[str, list] = {}
                 for c in (c for c in w["sweep"] if c["method"] == m):
-                    cells.setdefault(cell_label(c["cell"]), []).append(c.get("val_bleu") if not c["diverged"] else None)
+                    label = cell_label(c["cell"])
+                    cells.setdefault(label, []).append(c.get("val_bleu") if not c["diverged"] else None)
+                    steps.setdefault(label, []).append((c.get("steps"), c.get("best_step")))
                 grid = ", ".join(f"{label}: " + ("diverged" if None in v else f"{statistics.fmean(v):.2f}")
+                                 + _steps_text(steps[label], report["settings"]["steps"])
                                  for label, v in cells.items())
                 pick = cell_label(row["cell"]) + ("*" if row.get("edge") else "") if "cell" in row else "diverged"
                 lines.append(f"| {names[w['geometry']]} | {w['d_model']} | {m} | {pick} | {grid} |")

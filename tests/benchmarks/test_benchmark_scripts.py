@@ -138,7 +138,12 @@ def test_mt_compare_tunes_each_method_on_validation_and_averages_seeds(tmp_path)
         assert row["test_bleu"] == pytest.approx(sum(r["test_bleu"] for r in scores) / 2)
         assert row["test_ppl_std"] == pytest.approx(abs(scores[0]["test_ppl"] - scores[1]["test_ppl"]) / 2 ** 0.5)
         assert all(r["steps"] <= 3 for r in scores)
+        assert row["steps"] == pytest.approx(sum(r["steps"] for r in scores) / 2)
+        assert all(c["steps"] >= c["best_step"] >= 1 for c in cells)
     text = (tmp_path / "out" / "mt_compare_cpu.md").read_text()
+    cell = next(c for c in width["sweep"] if c["method"] == "full")
+    capped = ", cap" if cell["steps"] >= 3 else ""
+    assert f"lr=0.001: {cell['val_bleu']:.2f} (best at {cell['best_step']} of {cell['steps']}{capped})" in text
     assert "Chosen per method on validation BLEU" in text and "lr=0.001: " in text and " ± " in text
     assert "tuned per method" in text and "stopped after 1 validations" in text
     assert "| geometry | d | r | split | full | SST | gap reduction |" in text  # one column per method run
